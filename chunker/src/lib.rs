@@ -1,0 +1,19 @@
+//! The btfs content model: bytes to blocks and back.
+//!
+//! Chunkers, UnixFS encode/decode, balanced and trickle DAG builders, directories and HAMT sharding, CIDs and
+//! CAR files. This crate is pure: no filesystem, network, database or async runtime. Callers hand it bytes
+//! and receive blocks; where the blocks go is theirs to decide.
+
+pub mod block;
+pub mod chunk;
+pub mod car;
+pub mod dagpb;
+pub mod dir;
+pub mod file;
+pub mod hash;
+pub mod import;
+pub mod unixfs;
+pub mod varint;
+
+pub use block::{Block, CidParams, CidVersion, Link};
+pub use cid::Cid;
