@@ -172,7 +172,9 @@ impl Options {
             }
             version = 1;
         }
-        if version == 1 {
+        // kubo: CIDv1 implies raw leaves unless a profile fixed `UnixFSRawLeaves` explicitly, which the
+        // unixfs-v0-2015 profile does (false).
+        if version == 1 && self.profile != Some(Profile::UnixfsV0_2015) {
             raw_default = true;
         }
         let raw_leaves = self.raw_leaves.unwrap_or(raw_default);

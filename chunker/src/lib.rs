@@ -12,6 +12,7 @@ pub mod dir;
 pub mod file;
 pub mod hash;
 pub mod import;
+pub mod links;
 pub mod unixfs;
 pub mod varint;
 

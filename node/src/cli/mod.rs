@@ -1,0 +1,629 @@
+//! The `btfs` command line: argument parsing (clap) and output formatting, kubo-compatible. Every command is
+//! a call on `Node`; this module only turns arguments into calls and results into text.
+
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use btfs_chunker::Cid;
+use btfs_chunker::import::{ChunkSize, Profile};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::add::{AddEvents, AddInput, AddOptions, Added};
+use crate::api::{AGENT_VERSION, Node, init_profile};
+use crate::blocks::PinFilter;
+use crate::read::EntryKind;
+
+/// btfs: a content-addressed storage node in the style of BTFS, compatible with IPFS.
+#[derive(Debug, Parser)]
+#[command(name = "btfs", version, about, disable_help_subcommand = true)]
+pub struct Cli {
+    /// Output encoding for commands that support it: text or json.
+    #[arg(long, global = true, default_value = "text")]
+    pub enc: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Initialize a repo at $BTFS_PATH (default ~/.btfs).
+    Init {
+        /// Configuration profile: `test` binds everything to 127.0.0.1 port 0, with no bootstrap peers.
+        #[arg(long)]
+        profile: Option<String>,
+    },
+    /// Add files or directories to the store and print their CIDs.
+    Add(AddArgs),
+    /// Print the contents of a file.
+    Cat {
+        path: String,
+        /// Byte offset to start at.
+        #[arg(short = 'o', long, default_value_t = 0)]
+        offset: u64,
+        /// Maximum number of bytes to print.
+        #[arg(short = 'l', long)]
+        length: Option<u64>,
+    },
+    /// Write a file or directory tree to disk.
+    Get {
+        path: String,
+        /// Output path (default: the CID or last path segment).
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+    /// List the links of a directory or file.
+    Ls {
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// Print a header line.
+        #[arg(short = 'v', long)]
+        headers: bool,
+    },
+    /// Pin objects to keep them from garbage collection.
+    #[command(subcommand)]
+    Pin(PinCommand),
+    /// Work with raw blocks.
+    #[command(subcommand)]
+    Block(BlockCommand),
+    /// Import and export DAGs as CAR files.
+    #[command(subcommand)]
+    Dag(DagCommand),
+    /// Repo maintenance.
+    #[command(subcommand)]
+    Repo(RepoCommand),
+    /// Show or change the config: `config <key>`, `config <key> <value>`, `config show`.
+    Config {
+        key: String,
+        value: Option<String>,
+        /// Parse the value as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Parse the value as a boolean.
+        #[arg(long)]
+        bool: bool,
+    },
+    /// Show this node's identity.
+    Id,
+    /// Show the version.
+    Version {
+        /// Only the version number.
+        #[arg(short = 'n', long)]
+        number: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// Files or directories to add; none or `-` reads standard input.
+    pub paths: Vec<String>,
+    /// Add directories recursively.
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+    /// Print only the CIDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Print only the root CID.
+    #[arg(short = 'Q', long)]
+    pub quieter: bool,
+    /// Wrap the inputs in a directory.
+    #[arg(short = 'w', long)]
+    pub wrap_with_directory: bool,
+    /// Include hidden files (names starting with a dot) when adding directories.
+    #[arg(short = 'H', long)]
+    pub hidden: bool,
+    /// Only compute the CIDs; store nothing.
+    #[arg(short = 'n', long)]
+    pub only_hash: bool,
+    /// Pin the added content (default true).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true")]
+    pub pin: bool,
+    /// CID version: 0 or 1 (1 implies --raw-leaves).
+    #[arg(long)]
+    pub cid_version: Option<u64>,
+    /// Use raw blocks for leaves.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub raw_leaves: Option<bool>,
+    /// Chunking algorithm: size-<bytes>.
+    #[arg(short = 's', long)]
+    pub chunker: Option<String>,
+    /// Use the trickle DAG layout.
+    #[arg(short = 't', long)]
+    pub trickle: bool,
+    /// Import profile: unixfs-v0-2015 (default) or unixfs-v1-2025.
+    #[arg(long)]
+    pub cid_profile: Option<String>,
+    /// Hash function: sha2-256, sha2-512, blake3 or blake2b-256.
+    #[arg(long)]
+    pub hash: Option<String>,
+    /// Inline small blocks into their CIDs (identity hash).
+    #[arg(long)]
+    pub inline: bool,
+    /// Largest block to inline, in bytes.
+    #[arg(long)]
+    pub inline_limit: Option<usize>,
+    /// Name to report for standard input.
+    #[arg(long)]
+    pub stdin_name: Option<String>,
+    /// Show a progress bar (default: when stderr is a terminal).
+    #[arg(short = 'p', long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub progress: Option<bool>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PinCommand {
+    /// Pin objects (recursively by default).
+    Add {
+        #[arg(required = true)]
+        paths: Vec<String>,
+        #[arg(short = 'r', long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true")]
+        recursive: bool,
+    },
+    /// Remove pins.
+    Rm {
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// List pins.
+    Ls {
+        /// all, recursive, direct or indirect.
+        #[arg(short = 't', long = "type", default_value = "all")]
+        kind: String,
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BlockCommand {
+    /// Print a raw block.
+    Get { cid: String },
+    /// Store a raw block from a file or standard input.
+    Put {
+        file: Option<PathBuf>,
+        /// Multicodec of the block: raw, dag-pb, dag-cbor.
+        #[arg(long, default_value = "raw")]
+        cid_codec: String,
+        /// Hash function.
+        #[arg(long, default_value = "sha2-256")]
+        mhtype: String,
+        /// Pin the block directly.
+        #[arg(long)]
+        pin: bool,
+    },
+    /// Print a block's CID and size.
+    Stat { cid: String },
+    /// Remove blocks.
+    Rm {
+        #[arg(required = true)]
+        cids: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DagCommand {
+    /// Import CAR files (`-` for standard input).
+    Import {
+        #[arg(required = true)]
+        files: Vec<String>,
+        /// Pin the CAR roots.
+        #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true")]
+        pin_roots: bool,
+    },
+    /// Export a DAG as a CARv1 to standard output.
+    Export { cid: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// Block count and size.
+    Stat,
+    /// Rehash every block and report corrupt ones.
+    Verify,
+    /// Remove unpinned blocks.
+    Gc {
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+}
+
+/// The repo path: $BTFS_PATH or ~/.btfs.
+pub fn repo_path() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("BTFS_PATH").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let home = std::env::var_os("HOME").context("neither BTFS_PATH nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".btfs"))
+}
+
+fn parse_cid(s: &str) -> Result<Cid> {
+    let trimmed = s.strip_prefix("/ipfs/").or_else(|| s.strip_prefix("/btfs/")).unwrap_or(s);
+    Cid::try_from(trimmed).with_context(|| format!("invalid CID {s:?}"))
+}
+
+/// Runs one command; the binary prints the error chain and exits non-zero on `Err`.
+pub fn run(cli: Cli) -> Result<()> {
+    let json = match cli.enc.as_str() {
+        "json" => true,
+        "text" => false,
+        other => bail!("unknown encoding {other:?} (expected text or json)"),
+    };
+    let path = repo_path()?;
+    let mut stdout = io::BufWriter::new(io::stdout().lock());
+    match cli.command {
+        Command::Init { profile } => {
+            let profile = init_profile(profile.as_deref()).map_err(anyhow::Error::msg)?;
+            let node = Node::init(&path, profile)?;
+            writeln!(stdout, "initialized btfs node at {}", path.display())?;
+            writeln!(stdout, "peer identity: {}", node.id().id)?;
+        }
+        Command::Version { number } => {
+            if number {
+                writeln!(stdout, "{}", env!("CARGO_PKG_VERSION"))?;
+            } else {
+                writeln!(stdout, "btfs version {}", env!("CARGO_PKG_VERSION"))?;
+            }
+        }
+        Command::Add(args) => add(&Node::open(&path)?, args, &mut stdout, json)?,
+        Command::Cat { path: p, offset, length } => {
+            let node = Node::open(&path)?;
+            node.cat(&p, offset, length, &mut stdout)?;
+        }
+        Command::Get { path: p, output } => {
+            let node = Node::open(&path)?;
+            let dest = output.unwrap_or_else(|| PathBuf::from(p.trim_end_matches('/').rsplit('/').next().unwrap_or(&p)));
+            eprintln!("Saving file(s) to {}", dest.display());
+            node.get(&p, &dest)?;
+        }
+        Command::Ls { paths, headers } => {
+            let node = Node::open(&path)?;
+            for p in paths {
+                let (_, entries) = node.ls(&p)?;
+                if json {
+                    let list: Vec<_> = entries
+                        .iter()
+                        .map(|e| serde_json::json!({"Name": e.name, "Hash": e.cid.to_string(), "Size": e.size, "Type": kind_code(e.kind)}))
+                        .collect();
+                    writeln!(stdout, "{}", serde_json::json!({"Objects": [{"Hash": p, "Links": list}]}))?;
+                    continue;
+                }
+                if headers {
+                    writeln!(stdout, "Hash Size Name")?;
+                }
+                for e in entries {
+                    match e.kind {
+                        EntryKind::Directory => writeln!(stdout, "{} - {}/", e.cid, e.name)?,
+                        _ => writeln!(stdout, "{} {} {}", e.cid, e.size, e.name)?,
+                    }
+                }
+            }
+        }
+        Command::Pin(cmd) => pin(&Node::open(&path)?, cmd, &mut stdout, json)?,
+        Command::Block(cmd) => block(&Node::open(&path)?, cmd, &mut stdout)?,
+        Command::Dag(cmd) => dag(&Node::open(&path)?, cmd, &mut stdout)?,
+        Command::Repo(cmd) => repo(&Node::open(&path)?, cmd, &mut stdout, &path, json)?,
+        Command::Config { key, value, json: as_json, bool: as_bool } => {
+            let mut node = Node::open(&path)?;
+            match (key.as_str(), value) {
+                ("show", None) => writeln!(stdout, "{}", serde_json::to_string_pretty(&node.config_show())?)?,
+                (_, None) => {
+                    let v = node.config_get(&key)?;
+                    match v {
+                        serde_json::Value::String(s) => writeln!(stdout, "{s}")?,
+                        other => writeln!(stdout, "{}", serde_json::to_string_pretty(&other)?)?,
+                    }
+                }
+                (_, Some(raw)) => {
+                    let v = if as_json {
+                        serde_json::from_str(&raw).with_context(|| format!("value for {key} is not valid JSON"))?
+                    } else if as_bool {
+                        serde_json::Value::Bool(raw.parse().with_context(|| format!("value for {key} is not true or false"))?)
+                    } else {
+                        serde_json::Value::String(raw)
+                    };
+                    node.config_set(&key, v)?;
+                }
+            }
+        }
+        Command::Id => {
+            let node = Node::open(&path)?;
+            writeln!(stdout, "{}", serde_json::to_string_pretty(&node.id())?)?;
+        }
+    }
+    stdout.flush()?;
+    let _ = AGENT_VERSION;
+    Ok(())
+}
+
+fn kind_code(kind: EntryKind) -> u8 {
+    match kind {
+        EntryKind::Directory => 1,
+        EntryKind::File => 2,
+        EntryKind::Symlink => 4,
+        EntryKind::Unknown => 0,
+    }
+}
+
+struct Printer<'a> {
+    out: &'a mut dyn Write,
+    quiet: bool,
+    quieter: bool,
+    json: bool,
+    bar: Option<ProgressBar>,
+    error: Option<io::Error>,
+}
+
+impl AddEvents for Printer<'_> {
+    fn added(&mut self, entry: &Added) {
+        if self.quieter {
+            return;
+        }
+        let line = if self.json {
+            serde_json::json!({"Name": entry.name, "Hash": entry.cid.to_string(), "Size": entry.size.to_string()}).to_string()
+        } else if self.quiet {
+            entry.cid.to_string()
+        } else if entry.name.is_empty() {
+            format!("added {}", entry.cid)
+        } else {
+            format!("added {} {}", entry.cid, entry.name)
+        };
+        let res = match &self.bar {
+            Some(bar) => {
+                bar.suspend(|| writeln!(self.out, "{line}").and_then(|()| self.out.flush()))
+            }
+            None => writeln!(self.out, "{line}"),
+        };
+        if let Err(e) = res {
+            self.error.get_or_insert(e);
+        }
+    }
+
+    fn progress(&mut self, n: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
+    }
+}
+
+fn add(node: &Node, args: AddArgs, out: &mut dyn Write, json: bool) -> Result<()> {
+    let mut import = btfs_chunker::import::Options {
+        cid_version: args.cid_version,
+        raw_leaves: args.raw_leaves,
+        trickle: args.trickle,
+        inline: args.inline,
+        inline_limit: args.inline_limit,
+        ..Default::default()
+    };
+    if let Some(p) = &args.cid_profile {
+        import.profile = Some(p.parse::<Profile>()?);
+    }
+    if let Some(c) = &args.chunker {
+        import.chunk_size = Some(c.parse::<ChunkSize>()?);
+    }
+    if let Some(h) = &args.hash {
+        import.hash = Some(h.parse()?);
+    }
+    let opts = AddOptions {
+        import,
+        pin: args.pin,
+        only_hash: args.only_hash,
+        wrap: args.wrap_with_directory,
+        recursive: args.recursive,
+        hidden: args.hidden,
+    };
+    let mut total = 0u64;
+    let mut inputs = Vec::new();
+    let paths = if args.paths.is_empty() { vec!["-".to_string()] } else { args.paths };
+    for p in paths {
+        if p == "-" {
+            let reader: Box<dyn Read + Send> = Box::new(io::stdin());
+            inputs.push(AddInput::Stream { name: args.stdin_name.clone(), reader });
+        } else {
+            if let Ok(m) = std::fs::metadata(&p) {
+                total += m.len();
+            }
+            inputs.push(AddInput::Path(PathBuf::from(p)));
+        }
+    }
+    let show_bar = args.progress.unwrap_or_else(|| io::stderr().is_terminal()) && !args.quieter;
+    let bar = show_bar.then(|| {
+        let bar = if total > 0 { ProgressBar::new(total) } else { ProgressBar::no_length() };
+        bar.set_style(
+            ProgressStyle::with_template("{bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec} {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut printer = Printer { out, quiet: args.quiet, quieter: args.quieter, json, bar, error: None };
+    let roots = node.add(inputs, &opts, &mut printer)?;
+    if let Some(bar) = printer.bar.take() {
+        bar.finish_and_clear();
+    }
+    if let Some(e) = printer.error.take() {
+        return Err(e).context("cannot write output");
+    }
+    if args.quieter
+        && let Some(root) = roots.last()
+    {
+        writeln!(printer.out, "{}", root.cid)?;
+    }
+    Ok(())
+}
+
+fn pin(node: &Node, cmd: PinCommand, out: &mut dyn Write, json: bool) -> Result<()> {
+    match cmd {
+        PinCommand::Add { paths, recursive } => {
+            for p in paths {
+                let cid = node.resolve(&p)?;
+                node.pin_add(&cid, recursive)?;
+                writeln!(out, "pinned {cid} {}", if recursive { "recursively" } else { "directly" })?;
+            }
+        }
+        PinCommand::Rm { paths } => {
+            for p in paths {
+                let cid = parse_cid(&p)?;
+                node.pin_rm(&cid)?;
+                writeln!(out, "unpinned {cid}")?;
+            }
+        }
+        PinCommand::Ls { kind, quiet } => {
+            let filter = match kind.as_str() {
+                "all" => PinFilter::All,
+                "recursive" => PinFilter::Recursive,
+                "direct" => PinFilter::Direct,
+                "indirect" => PinFilter::Indirect,
+                other => bail!("invalid pin type {other:?} (expected all, recursive, direct or indirect)"),
+            };
+            let pins = node.pin_ls(filter)?;
+            if json {
+                let keys: serde_json::Map<String, serde_json::Value> =
+                    pins.iter().map(|(c, k)| (c.to_string(), serde_json::json!({"Type": k}))).collect();
+                writeln!(out, "{}", serde_json::json!({"Keys": keys}))?;
+            } else {
+                for (cid, k) in pins {
+                    if quiet {
+                        writeln!(out, "{cid}")?;
+                    } else {
+                        writeln!(out, "{cid} {k}")?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn codec_code(name: &str) -> Result<u64> {
+    Ok(match name {
+        "raw" => btfs_chunker::block::RAW,
+        "dag-pb" | "protobuf" => btfs_chunker::dagpb::CODEC,
+        "dag-cbor" | "cbor" => btfs_chunker::links::DAG_CBOR,
+        "dag-json" => 0x0129,
+        "json" => 0x0200,
+        other => bail!("unknown codec {other:?} (expected raw, dag-pb, dag-cbor, dag-json or json)"),
+    })
+}
+
+fn block(node: &Node, cmd: BlockCommand, out: &mut dyn Write) -> Result<()> {
+    match cmd {
+        BlockCommand::Get { cid } => {
+            let data = node.block_get(&parse_cid(&cid)?)?;
+            out.write_all(&data)?;
+        }
+        BlockCommand::Put { file, cid_codec, mhtype, pin } => {
+            let limit = crate::blocks::MAX_BLOCK_SIZE as u64 + 1;
+            let mut data = Vec::new();
+            match &file {
+                Some(f) if f.as_os_str() != "-" => {
+                    std::fs::File::open(f)
+                        .with_context(|| format!("cannot open {}", f.display()))?
+                        .take(limit)
+                        .read_to_end(&mut data)
+                        .with_context(|| format!("cannot read {}", f.display()))?;
+                }
+                _ => {
+                    io::stdin().take(limit).read_to_end(&mut data).context("cannot read standard input")?;
+                }
+            }
+            let cid = node.block_put(data, codec_code(&cid_codec)?, mhtype.parse()?, false)?;
+            if pin {
+                node.pin_add(&cid, false)?;
+            }
+            writeln!(out, "{cid}")?;
+        }
+        BlockCommand::Stat { cid } => {
+            let cid = parse_cid(&cid)?;
+            let data = node.block_get(&cid)?;
+            writeln!(out, "Key: {cid}\nSize: {}", data.len())?;
+        }
+        BlockCommand::Rm { cids } => {
+            let mut failed = 0;
+            for c in cids {
+                let cid = parse_cid(&c)?;
+                match node.block_rm(&cid) {
+                    Ok(()) => writeln!(out, "removed {cid}")?,
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("Error: {e:#}");
+                    }
+                }
+            }
+            if failed > 0 {
+                bail!("some blocks not removed");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn dag(node: &Node, cmd: DagCommand, out: &mut dyn Write) -> Result<()> {
+    match cmd {
+        DagCommand::Import { files, pin_roots } => {
+            for f in files {
+                let summary = if f == "-" {
+                    node.dag_import(io::BufReader::new(io::stdin().lock()), pin_roots)
+                } else {
+                    let file = std::fs::File::open(&f).with_context(|| format!("cannot open {f}"))?;
+                    node.dag_import(io::BufReader::with_capacity(1 << 20, file), pin_roots)
+                }
+                .with_context(|| format!("importing {f}"))?;
+                if pin_roots {
+                    for root in summary.roots {
+                        writeln!(out, "Pinned root\t{root}\tsuccess")?;
+                    }
+                }
+            }
+        }
+        DagCommand::Export { cid } => {
+            let cid = parse_cid(&cid)?;
+            let mut buf = io::BufWriter::with_capacity(1 << 20, out);
+            node.dag_export(&cid, &mut buf)?;
+            buf.flush()?;
+        }
+    }
+    Ok(())
+}
+
+fn repo(node: &Node, cmd: RepoCommand, out: &mut dyn Write, path: &std::path::Path, json: bool) -> Result<()> {
+    match cmd {
+        RepoCommand::Stat => {
+            let stat = node.repo_stat()?;
+            let max = node.repo().config().typed().datastore.storage_max.clone();
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"NumObjects": stat.num_objects, "RepoSize": stat.repo_size, "StorageMax": max,
+                        "RepoPath": path.display().to_string(), "Version": format!("fs-repo@{}", crate::repo::REPO_VERSION)})
+                )?;
+            } else {
+                writeln!(out, "NumObjects: {}", stat.num_objects)?;
+                writeln!(out, "RepoSize:   {}", stat.repo_size)?;
+                writeln!(out, "StorageMax: {max}")?;
+                writeln!(out, "RepoPath:   {}", path.display())?;
+                writeln!(out, "Version:    fs-repo@{}", crate::repo::REPO_VERSION)?;
+            }
+        }
+        RepoCommand::Verify => {
+            let (n, bad) = node.repo_verify()?;
+            for mh in &bad {
+                eprintln!("block {} is corrupt", Cid::new_v1(btfs_chunker::block::RAW, *mh));
+            }
+            if !bad.is_empty() {
+                bail!("repo verify: {} of {n} blocks are corrupt", bad.len());
+            }
+            writeln!(out, "verified {n} blocks: repo is ok")?;
+        }
+        RepoCommand::Gc { quiet } => {
+            for cid in node.repo_gc()? {
+                if quiet {
+                    writeln!(out, "{cid}")?;
+                } else {
+                    writeln!(out, "removed {cid}")?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

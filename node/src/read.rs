@@ -1,0 +1,352 @@
+//! Reading UnixFS back out: path resolution (plain and HAMT directories), `cat` with ranges, `ls`, `get`.
+//!
+//! `cat` runs a producer thread that walks the file's DAG and reads blocks while the caller's thread writes
+//! bytes out; the channel between them is bounded, so memory stays at a few blocks. Blocks are not rehashed
+//! on this path: RocksDB checksums every stored block on read and every block was hashed before it was
+//! stored (`repo verify` rehashes on demand). DAG depth and sizes come from stored data that may have
+//! arrived from outside, so the walk is bounded in depth and checks sizes instead of trusting them.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
+
+use btfs_chunker::block::RAW;
+use btfs_chunker::dagpb::{self, DecodeError, PbNode};
+use btfs_chunker::dir::hamt_index;
+use btfs_chunker::unixfs::{Data, DataType};
+use btfs_chunker::Cid;
+
+use crate::repo::{BlockStore, StoreError};
+
+/// DAGs deeper than this are refused (balanced DAGs of any real file are under 10 levels).
+const MAX_DEPTH: usize = 256;
+/// File segments in flight between the DAG walker and the writer.
+const READ_AHEAD: usize = 16;
+
+/// Errors reading content.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("invalid path or CID {0:?}")]
+    BadPath(String),
+    #[error("block {cid} not found in the local store")]
+    NotFound { cid: Cid },
+    #[error("no link named {name:?} under {cid}")]
+    NoLink { cid: Cid, name: String },
+    #[error("{cid} is a directory (use `ls` or `get`)")]
+    IsDirectory { cid: Cid },
+    #[error("{cid} is not a directory")]
+    NotDirectory { cid: Cid },
+    #[error("block {cid} is not valid UnixFS: {reason}")]
+    Malformed { cid: Cid, reason: String },
+    #[error("DAG under {cid} is deeper than {MAX_DEPTH} levels")]
+    TooDeep { cid: Cid },
+    #[error("write failed")]
+    Write(#[source] io::Error),
+    #[error("cannot write {path}")]
+    Output { path: String, source: io::Error },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A decoded UnixFS node.
+#[derive(Debug)]
+pub enum Node {
+    /// A raw block: file bytes.
+    Raw(Vec<u8>),
+    /// A dag-pb node with its UnixFS data.
+    Pb(PbNode, Data),
+}
+
+fn malformed(cid: &Cid, e: impl std::fmt::Display) -> ReadError {
+    ReadError::Malformed { cid: *cid, reason: e.to_string() }
+}
+
+/// Reads and decodes a UnixFS node.
+pub fn load(store: &BlockStore, cid: &Cid) -> Result<Node, ReadError> {
+    let bytes = store.get(cid)?.ok_or(ReadError::NotFound { cid: *cid })?;
+    match cid.codec() {
+        RAW => Ok(Node::Raw(bytes)),
+        dagpb::CODEC => {
+            let node = PbNode::decode(&bytes).map_err(|e: DecodeError| malformed(cid, e))?;
+            let data = node.data.as_deref().ok_or_else(|| malformed(cid, "dag-pb node without UnixFS data"))?;
+            let data = Data::decode(data).map_err(|e| malformed(cid, e))?;
+            Ok(Node::Pb(node, data))
+        }
+        other => Err(malformed(cid, format!("codec {other:#x} is not UnixFS"))),
+    }
+}
+
+/// Parses `<cid>`, `/ipfs/<cid>/a/b` or `/btfs/<cid>/a/b` and resolves the path through directories.
+pub fn resolve(store: &BlockStore, path: &str) -> Result<Cid, ReadError> {
+    let trimmed = path.strip_prefix("/ipfs/").or_else(|| path.strip_prefix("/btfs/")).unwrap_or(path);
+    let mut parts = trimmed.split('/').filter(|p| !p.is_empty());
+    let first = parts.next().ok_or_else(|| ReadError::BadPath(path.to_string()))?;
+    let mut cid = Cid::try_from(first).map_err(|_| ReadError::BadPath(path.to_string()))?;
+    for name in parts {
+        cid = lookup(store, &cid, name)?;
+    }
+    Ok(cid)
+}
+
+/// Finds `name` in the directory `dir` (plain or HAMT).
+pub fn lookup(store: &BlockStore, dir: &Cid, name: &str) -> Result<Cid, ReadError> {
+    let Node::Pb(node, data) = load(store, dir)? else { return Err(ReadError::NotDirectory { cid: *dir }) };
+    match data.kind {
+        DataType::Directory => node
+            .links
+            .iter()
+            .find(|l| l.name.as_deref() == Some(name))
+            .map(|l| l.hash)
+            .ok_or_else(|| ReadError::NoLink { cid: *dir, name: name.into() }),
+        DataType::HamtShard => {
+            let (mut node, mut shard_cid) = (node, *dir);
+            for depth in 0..MAX_DEPTH {
+                let prefix = format!("{:02X}", hamt_index(name.as_bytes(), depth));
+                let link = node
+                    .links
+                    .iter()
+                    .find(|l| l.name.as_deref().is_some_and(|n| n.starts_with(&prefix)))
+                    .ok_or_else(|| ReadError::NoLink { cid: *dir, name: name.into() })?;
+                let link_name = link.name.as_deref().unwrap_or("");
+                if link_name.len() > 2 {
+                    return if &link_name[2..] == name {
+                        Ok(link.hash)
+                    } else {
+                        Err(ReadError::NoLink { cid: *dir, name: name.into() })
+                    };
+                }
+                shard_cid = link.hash;
+                match load(store, &shard_cid)? {
+                    Node::Pb(n, d) if d.kind == DataType::HamtShard => node = n,
+                    _ => return Err(malformed(&shard_cid, "HAMT link to a non-shard")),
+                }
+            }
+            Err(ReadError::TooDeep { cid: shard_cid })
+        }
+        _ => Err(ReadError::NotDirectory { cid: *dir }),
+    }
+}
+
+/// The byte length of a file node.
+pub fn file_size(store: &BlockStore, cid: &Cid) -> Result<u64, ReadError> {
+    match load(store, cid)? {
+        Node::Raw(b) => Ok(b.len() as u64),
+        Node::Pb(_, d) if d.kind.is_directory() => Err(ReadError::IsDirectory { cid: *cid }),
+        Node::Pb(_, d) => Ok(d.filesize.unwrap_or_else(|| d.data.as_ref().map_or(0, |x| x.len() as u64))),
+    }
+}
+
+/// Writes bytes `[offset, offset + length)` of the file at `cid` to `out`.
+pub fn cat(store: &BlockStore, cid: &Cid, offset: u64, length: Option<u64>, out: &mut dyn Write) -> Result<u64, ReadError> {
+    // Fail early, on the caller's thread, for directories and missing roots.
+    if let Node::Pb(_, d) = load(store, cid)?
+        && d.kind.is_directory()
+    {
+        return Err(ReadError::IsDirectory { cid: *cid });
+    }
+    let end = length.map_or(u64::MAX, |l| offset.saturating_add(l));
+    std::thread::scope(|s| {
+        let (tx, rx) = crossbeam_channel::bounded::<Result<Vec<u8>, ReadError>>(READ_AHEAD);
+        s.spawn(move || {
+            let mut emit = |bytes: Vec<u8>| tx.send(Ok(bytes)).is_ok();
+            if let Err(e) = walk_file(store, cid, 0, offset, end, 0, &mut emit) {
+                let _ = tx.send(Err(e));
+            }
+        });
+        let mut written = 0u64;
+        for item in rx {
+            let bytes = item?;
+            out.write_all(&bytes).map_err(ReadError::Write)?;
+            written += bytes.len() as u64;
+        }
+        out.flush().map_err(ReadError::Write)?;
+        Ok(written)
+    })
+}
+
+/// Emits the part of the file DAG at `cid` (which starts at byte `start` of the file) that falls in
+/// `[from, to)`. Returns false from `emit` to stop early.
+fn walk_file(
+    store: &BlockStore,
+    cid: &Cid,
+    start: u64,
+    from: u64,
+    to: u64,
+    depth: usize,
+    emit: &mut dyn FnMut(Vec<u8>) -> bool,
+) -> Result<bool, ReadError> {
+    if depth > MAX_DEPTH {
+        return Err(ReadError::TooDeep { cid: *cid });
+    }
+    let clip = |bytes: Vec<u8>, at: u64| -> Option<Vec<u8>> {
+        let len = bytes.len() as u64;
+        if at + len <= from || at >= to {
+            return None;
+        }
+        let lo = from.saturating_sub(at) as usize;
+        let hi = (to.min(at + len) - at) as usize;
+        Some(if lo == 0 && hi == bytes.len() { bytes } else { bytes[lo..hi].to_vec() })
+    };
+    match load(store, cid)? {
+        Node::Raw(bytes) => Ok(clip(bytes, start).is_none_or(&mut *emit)),
+        Node::Pb(node, data) => {
+            match data.kind {
+                DataType::File | DataType::Raw => {}
+                DataType::Directory | DataType::HamtShard => return Err(ReadError::IsDirectory { cid: *cid }),
+                DataType::Symlink | DataType::Metadata => return Err(malformed(cid, "not a file")),
+            }
+            let own = data.data.unwrap_or_default();
+            let mut at = start + own.len() as u64;
+            if let Some(part) = clip(own, start)
+                && !emit(part)
+            {
+                return Ok(false);
+            }
+            if !node.links.is_empty() && data.blocksizes.len() != node.links.len() {
+                return Err(malformed(cid, "blocksizes do not match links"));
+            }
+            for (link, size) in node.links.iter().zip(&data.blocksizes) {
+                let child_end = at.saturating_add(*size);
+                if child_end > from && at < to && !walk_file(store, &link.hash, at, from, to, depth + 1, emit)? {
+                    return Ok(false);
+                }
+                at = child_end;
+                if at >= to {
+                    break;
+                }
+            }
+            Ok(true)
+        }
+    }
+}
+
+/// One entry of `ls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LsEntry {
+    pub name: String,
+    pub cid: Cid,
+    /// File size for files, 0 for directories.
+    pub size: u64,
+    pub kind: EntryKind,
+}
+
+/// What an `ls` entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Directory,
+    Symlink,
+    Unknown,
+}
+
+/// Lists a directory (plain or HAMT, in name order), or the chunks of a file.
+pub fn ls(store: &BlockStore, cid: &Cid) -> Result<Vec<LsEntry>, ReadError> {
+    let mut links = Vec::new();
+    match load(store, cid)? {
+        Node::Raw(_) => {}
+        Node::Pb(node, data) => match data.kind {
+            DataType::HamtShard => hamt_entries(store, node, 0, &mut links)?,
+            _ => links = node.links.into_iter().map(|l| (l.name.unwrap_or_default(), l.hash)).collect(),
+        },
+    }
+    let mut out = Vec::with_capacity(links.len());
+    for (name, child) in links {
+        let (kind, size) = match load(store, &child) {
+            Ok(Node::Raw(b)) => (EntryKind::File, b.len() as u64),
+            Ok(Node::Pb(_, d)) => match d.kind {
+                DataType::Directory | DataType::HamtShard => (EntryKind::Directory, 0),
+                DataType::Symlink => (EntryKind::Symlink, d.data.map_or(0, |t| t.len() as u64)),
+                DataType::File | DataType::Raw => (EntryKind::File, d.filesize.unwrap_or(0)),
+                DataType::Metadata => (EntryKind::Unknown, 0),
+            },
+            Err(ReadError::NotFound { .. }) => (EntryKind::Unknown, 0),
+            Err(e) => return Err(e),
+        };
+        out.push(LsEntry { name, cid: child, size, kind });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+fn hamt_entries(store: &BlockStore, node: PbNode, depth: usize, out: &mut Vec<(String, Cid)>) -> Result<(), ReadError> {
+    if depth > MAX_DEPTH {
+        return Err(ReadError::TooDeep { cid: node.links.first().map(|l| l.hash).unwrap_or_default() });
+    }
+    for link in node.links {
+        let name = link.name.unwrap_or_default();
+        if name.len() > 2 {
+            out.push((name[2..].to_string(), link.hash));
+        } else {
+            match load(store, &link.hash)? {
+                Node::Pb(child, d) if d.kind == DataType::HamtShard => hamt_entries(store, child, depth + 1, out)?,
+                _ => return Err(malformed(&link.hash, "HAMT link to a non-shard")),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the file, directory tree or symlink at `cid` to `dest`. The tree is built under a temporary name
+/// next to `dest` and renamed into place at the end, so a failure leaves no partial output behind.
+pub fn get(store: &BlockStore, cid: &Cid, dest: &Path) -> Result<(), ReadError> {
+    let out_err = |p: &Path| {
+        let path = p.display().to_string();
+        move |source| ReadError::Output { path, source }
+    };
+    if dest.exists() {
+        return Err(out_err(dest)(io::Error::new(io::ErrorKind::AlreadyExists, "destination already exists")));
+    }
+    let tmp = dest.with_file_name(format!(
+        ".{}.btfs-partial",
+        dest.file_name().and_then(|n| n.to_str()).unwrap_or("get")
+    ));
+    let result = write_tree(store, cid, &tmp, 0);
+    match result {
+        Ok(()) => fs::rename(&tmp, dest).map_err(out_err(dest)),
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp).or_else(|_| fs::remove_file(&tmp));
+            Err(e)
+        }
+    }
+}
+
+fn write_tree(store: &BlockStore, cid: &Cid, dest: &Path, depth: usize) -> Result<(), ReadError> {
+    if depth > MAX_DEPTH {
+        return Err(ReadError::TooDeep { cid: *cid });
+    }
+    let out_err = |source| ReadError::Output { path: dest.display().to_string(), source };
+    let kind = match load(store, cid)? {
+        Node::Raw(_) => DataType::File,
+        Node::Pb(_, d) => {
+            if d.kind == DataType::Symlink {
+                let target = String::from_utf8(d.data.unwrap_or_default()).map_err(|e| malformed(cid, e))?;
+                return make_symlink(&target, dest).map_err(out_err);
+            }
+            d.kind
+        }
+    };
+    if kind.is_directory() {
+        fs::create_dir(dest).map_err(out_err)?;
+        for entry in ls(store, cid)? {
+            if entry.name.is_empty() || entry.name == "." || entry.name == ".." || entry.name.contains(['/', '\\']) {
+                return Err(malformed(cid, format!("unsafe entry name {:?}", entry.name)));
+            }
+            write_tree(store, &entry.cid, &dest.join(&entry.name), depth + 1)?;
+        }
+        Ok(())
+    } else {
+        let mut file = io::BufWriter::with_capacity(1 << 20, fs::File::create(dest).map_err(out_err)?);
+        cat(store, cid, 0, None, &mut file)?;
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+fn make_symlink(target: &str, dest: &Path) -> io::Result<()> {
+    std::os::unix::fs::symlink(target, dest)
+}
+
+#[cfg(not(unix))]
+fn make_symlink(target: &str, dest: &Path) -> io::Result<()> {
+    fs::write(dest, target)
+}

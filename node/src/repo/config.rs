@@ -1,0 +1,242 @@
+//! The repo's `config` file: JSON with kubo's key names, read as a typed view, edited as a JSON tree.
+//!
+//! Unknown keys are kept (a user's or a newer version's settings survive a rewrite). Every change is checked
+//! by parsing the whole typed view before the file is replaced, and the file is replaced atomically
+//! (write to a temporary file, fsync, rename), so a bad value or a crash never leaves a broken config.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The typed view of the config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Config {
+    pub identity: IdentityConfig,
+    pub addresses: Addresses,
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    #[serde(default)]
+    pub datastore: Datastore,
+    #[serde(default)]
+    pub discovery: Discovery,
+    #[serde(default)]
+    pub routing: Routing,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdentityConfig {
+    #[serde(rename = "PeerID")]
+    pub peer_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Addresses {
+    #[serde(rename = "API")]
+    pub api: String,
+    pub gateway: String,
+    pub swarm: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Datastore {
+    /// kubo's size string, e.g. "10GB".
+    pub storage_max: String,
+    /// Whether blocks are synced to disk before an add or import reports success.
+    #[serde(default = "yes")]
+    pub sync: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Datastore {
+    fn default() -> Self {
+        Self { storage_max: "10GB".into(), sync: true }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Discovery {
+    #[serde(rename = "MDNS")]
+    pub mdns: Mdns,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Self { mdns: Mdns { enabled: true } }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Mdns {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Routing {
+    /// Kademlia protocol name: `/ipfs/kad/1.0.0` (the public IPFS DHT) or `/btfs/kad/1.0.0`.
+    pub kad_protocol: String,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Self { kad_protocol: "/ipfs/kad/1.0.0".into() }
+    }
+}
+
+/// `btfs init --profile`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitProfile {
+    /// kubo's defaults: swarm on all interfaces at 4001, API and gateway on loopback.
+    Default,
+    /// Everything on 127.0.0.1 port 0, no bootstrap peers, no mDNS: many nodes side by side in tests.
+    Test,
+}
+
+/// Errors reading or changing the config.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path} is not valid: {reason}")]
+    Invalid { path: String, reason: String },
+    #[error("cannot write config file {path}")]
+    Write { path: String, source: std::io::Error },
+    #[error("config key {0:?} not found")]
+    NoKey(String),
+    #[error("config key {key:?}: {reason}")]
+    BadValue { key: String, reason: String },
+}
+
+/// The config file: the JSON tree plus its typed view, kept in step.
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    tree: Value,
+    typed: Config,
+}
+
+impl ConfigFile {
+    /// A fresh config for `peer_id`.
+    pub fn new(peer_id: &str, profile: InitProfile) -> Self {
+        let (swarm, api, gateway, mdns) = match profile {
+            InitProfile::Default => (
+                vec!["/ip4/0.0.0.0/tcp/4001".to_string(), "/ip4/0.0.0.0/udp/4001/quic-v1".to_string()],
+                "/ip4/127.0.0.1/tcp/5001",
+                "/ip4/127.0.0.1/tcp/8080",
+                true,
+            ),
+            InitProfile::Test => (
+                vec!["/ip4/127.0.0.1/tcp/0".to_string(), "/ip4/127.0.0.1/udp/0/quic-v1".to_string()],
+                "/ip4/127.0.0.1/tcp/0",
+                "/ip4/127.0.0.1/tcp/0",
+                false,
+            ),
+        };
+        let typed = Config {
+            identity: IdentityConfig { peer_id: peer_id.to_string() },
+            addresses: Addresses { api: api.into(), gateway: gateway.into(), swarm },
+            bootstrap: Vec::new(),
+            datastore: Datastore::default(),
+            discovery: Discovery { mdns: Mdns { enabled: mdns } },
+            routing: Routing::default(),
+        };
+        let tree = serde_json::to_value(&typed).unwrap_or(Value::Null);
+        Self { tree, typed }
+    }
+
+    /// Reads and validates the config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let invalid = |reason: String| ConfigError::Invalid { path: path.display().to_string(), reason };
+        let tree: Value = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let typed: Config = serde_json::from_value(tree.clone()).map_err(|e| invalid(e.to_string()))?;
+        Ok(Self { tree, typed })
+    }
+
+    /// Writes the config atomically.
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let write_err = |source| ConfigError::Write { path: path.display().to_string(), source };
+        let text = serde_json::to_string_pretty(&self.tree).map_err(|e| write_err(std::io::Error::other(e)))?;
+        write_atomic(path, text.as_bytes()).map_err(write_err)
+    }
+
+    pub fn typed(&self) -> &Config {
+        &self.typed
+    }
+
+    pub fn tree(&self) -> &Value {
+        &self.tree
+    }
+
+    /// The value at a dotted key such as `Addresses.API`.
+    pub fn get(&self, key: &str) -> Result<&Value, ConfigError> {
+        let mut node = &self.tree;
+        for part in key.split('.') {
+            node = node.get(part).ok_or_else(|| ConfigError::NoKey(key.to_string()))?;
+        }
+        Ok(node)
+    }
+
+    /// Sets a dotted key, creating objects on the way; the whole config must still be valid.
+    pub fn set(&mut self, key: &str, value: Value) -> Result<(), ConfigError> {
+        if key.is_empty() || key.split('.').any(str::is_empty) {
+            return Err(ConfigError::BadValue { key: key.into(), reason: "empty key segment".into() });
+        }
+        let mut tree = self.tree.clone();
+        let mut node = &mut tree;
+        let parts: Vec<&str> = key.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let Value::Object(map) = node else {
+                return Err(ConfigError::BadValue { key: key.into(), reason: format!("{} is not an object", parts[..i].join(".")) });
+            };
+            if i + 1 == parts.len() {
+                map.insert((*part).to_string(), value);
+                break;
+            }
+            node = map.entry((*part).to_string()).or_insert_with(|| Value::Object(Default::default()));
+        }
+        let typed: Config = serde_json::from_value(tree.clone())
+            .map_err(|e| ConfigError::BadValue { key: key.into(), reason: e.to_string() })?;
+        self.tree = tree;
+        self.typed = typed;
+        Ok(())
+    }
+}
+
+/// Replaces `path` with `bytes` so that readers see the old or the new file, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_validates_the_whole_config() {
+        let mut c = ConfigFile::new("peer", InitProfile::Test);
+        c.set("Addresses.API", Value::String("/ip4/127.0.0.1/tcp/5002".into())).expect("valid");
+        assert_eq!(c.typed().addresses.api, "/ip4/127.0.0.1/tcp/5002");
+        assert!(c.set("Addresses.Swarm", Value::Bool(true)).is_err());
+        assert_eq!(c.typed().addresses.swarm.len(), 2, "failed set leaves the config unchanged");
+        c.set("Custom.Key", Value::from(3)).expect("unknown keys are kept");
+        assert_eq!(c.get("Custom.Key").expect("present"), &Value::from(3));
+        assert!(matches!(c.get("No.Such"), Err(ConfigError::NoKey(_))));
+    }
+}
