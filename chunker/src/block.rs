@@ -34,11 +34,7 @@ pub struct CidParams {
 
 impl CidParams {
     /// kubo's default: CIDv0, sha2-256, no inlining.
-    pub const V0: Self = Self {
-        version: CidVersion::V0,
-        hash: HashFunction::Sha2_256,
-        inline_limit: None,
-    };
+    pub const V0: Self = Self { version: CidVersion::V0, hash: HashFunction::Sha2_256, inline_limit: None };
 
     /// Names `data` encoded with `codec`.
     pub fn cid(&self, codec: u64, data: &[u8]) -> Cid {
@@ -49,10 +45,7 @@ impl CidParams {
             return Cid::new_v1(codec, mh);
         }
         let mh = self.hash.digest(data);
-        if self.version == CidVersion::V0
-            && codec == crate::dagpb::CODEC
-            && self.hash == HashFunction::Sha2_256
-        {
+        if self.version == CidVersion::V0 && codec == crate::dagpb::CODEC && self.hash == HashFunction::Sha2_256 {
             // A sha2-256 digest always makes a valid CIDv0; fall back to v1 rather than panic if not.
             if let Ok(cid) = Cid::new_v0(mh) {
                 return cid;
@@ -63,10 +56,7 @@ impl CidParams {
 
     /// Makes a block from encoded bytes.
     pub fn block(&self, codec: u64, data: Vec<u8>) -> Block {
-        Block {
-            cid: self.cid(codec, &data),
-            data,
-        }
+        Block { cid: self.cid(codec, &data), data }
     }
 }
 

@@ -24,6 +24,7 @@ use std::io::{self, Read, Write};
 use cid::Cid;
 
 use crate::hash::{self, VerifyError};
+use crate::varint;
 
 /// Largest CAR header we read, in bytes after the length varint. A header holds only roots, so a megabyte
 /// is thousands of them; go-car's limit (32 MiB) is far above anything a real export writes.
@@ -34,9 +35,7 @@ pub const MAX_HEADER_LEN: u64 = 1 << 20;
 pub const MAX_SECTION_LEN: u64 = (2 << 20) + 1024;
 
 /// The first 11 bytes of every CARv2 file: `varint(10)` and the dag-cbor map `{"version": 2}` (CARv2 spec).
-pub const CARV2_PRAGMA: [u8; 11] = [
-    0x0a, 0xa1, 0x67, b'v', b'e', b'r', b's', b'i', b'o', b'n', 0x02,
-];
+pub const CARV2_PRAGMA: [u8; 11] = [0x0a, 0xa1, 0x67, b'v', b'e', b'r', b's', b'i', b'o', b'n', 0x02];
 
 /// Length of the fixed CARv2 header after the pragma: 16 bytes of characteristics, then the data offset,
 /// data size and index offset as little-endian u64s (CARv2 spec).
@@ -88,9 +87,7 @@ impl fmt::Display for Part {
 pub enum HeaderError {
     #[error("it ends in the middle of a cbor item")]
     Truncated,
-    #[error(
-        "indefinite-length or reserved cbor item (initial byte {initial_byte:#04x}) is not dag-cbor"
-    )]
+    #[error("indefinite-length or reserved cbor item (initial byte {initial_byte:#04x}) is not dag-cbor")]
     UnsupportedCbor { initial_byte: u8 },
     #[error("it is not a cbor map")]
     NotAMap,
@@ -133,21 +130,14 @@ pub enum CarError {
         source: io::Error,
     },
     #[error("car {part} at byte {offset} is truncated: expected {expected} bytes, got {got}")]
-    Truncated {
-        part: Part,
-        offset: u64,
-        expected: u64,
-        got: u64,
-    },
+    Truncated { part: Part, offset: u64, expected: u64, got: u64 },
     #[error("length varint of car {part} at byte {offset} is truncated")]
     TruncatedVarint { part: Part, offset: u64 },
     #[error("length varint of car {part} at byte {offset} is longer than {MAX_VARINT_LEN} bytes")]
     VarintTooLong { part: Part, offset: u64 },
     #[error("length varint of car {part} at byte {offset} is not minimally encoded")]
     VarintNotMinimal { part: Part, offset: u64 },
-    #[error(
-        "car header at byte {offset} claims {len} bytes, more than the limit of {MAX_HEADER_LEN}"
-    )]
+    #[error("car header at byte {offset} claims {len} bytes, more than the limit of {MAX_HEADER_LEN}")]
     HeaderTooLarge { offset: u64, len: u64 },
     #[error("car header is invalid at byte {offset}: {reason}")]
     InvalidHeader { offset: u64, reason: HeaderError },
@@ -157,16 +147,10 @@ pub enum CarError {
         "carv2 header at byte {offset} puts {data_size} bytes of data at byte {data_offset}, \
          which is not past the header or overflows"
     )]
-    InvalidV2Header {
-        offset: u64,
-        data_offset: u64,
-        data_size: u64,
-    },
+    InvalidV2Header { offset: u64, data_offset: u64, data_size: u64 },
     #[error("car section at byte {offset} is empty")]
     EmptySection { offset: u64 },
-    #[error(
-        "car section at byte {offset} claims {len} bytes, more than the limit of {MAX_SECTION_LEN}"
-    )]
+    #[error("car section at byte {offset} claims {len} bytes, more than the limit of {MAX_SECTION_LEN}")]
     SectionTooLarge { offset: u64, len: u64 },
     #[error("car section at byte {offset} does not start with a valid cid")]
     InvalidCid {
@@ -202,11 +186,7 @@ impl<R: Read> CarReader<R> {
     /// An empty root list is accepted: the CARv1 spec allows it (go-car refuses it), and a CAR of loose
     /// blocks has no root to name.
     pub fn new(reader: R) -> Result<Self, CarError> {
-        let mut src = Source {
-            inner: reader,
-            pos: 0,
-            end: None,
-        };
+        let mut src = Source { inner: reader, pos: 0, end: None };
         let (offset, header) = read_header(&mut src)?;
         let (roots, data_start) = match (header.version, header.roots) {
             (1, Some(roots)) => (roots, 0),
@@ -215,12 +195,7 @@ impl<R: Read> CarReader<R> {
             (2, Some(_)) => return Err(invalid_header(offset, HeaderError::PragmaWithRoots)),
             (version, _) => return Err(CarError::UnsupportedVersion { offset, version }),
         };
-        Ok(Self {
-            src,
-            roots,
-            data_start,
-            finished: false,
-        })
+        Ok(Self { src, roots, data_start, finished: false })
     }
 
     /// The roots named by the header, in header order; may be empty.
@@ -267,16 +242,10 @@ impl<R: Read> CarReader<R> {
         let mut section = self.src.read_up_to(len, offset)?;
         let got = section.len() as u64; // usize to u64 widens on every platform Rust supports
         if got < len {
-            return Err(CarError::Truncated {
-                part: Part::Section,
-                offset,
-                expected: len,
-                got,
-            });
+            return Err(CarError::Truncated { part: Part::Section, offset, expected: len, got });
         }
         let mut rest = section.as_slice();
-        let cid =
-            Cid::read_bytes(&mut rest).map_err(|source| CarError::InvalidCid { offset, source })?;
+        let cid = Cid::read_bytes(&mut rest).map_err(|source| CarError::InvalidCid { offset, source })?;
         hash::verify(&cid, rest).map_err(|source| CarError::CorruptBlock { offset, source })?;
         let cid_len = section.len() - rest.len();
         section.drain(..cid_len);
@@ -311,12 +280,7 @@ struct RawHeader {
 /// one item in it point at that item.
 fn read_header<R: Read>(src: &mut Source<R>) -> Result<(u64, Header), CarError> {
     let offset = src.pos;
-    let len = src
-        .read_varint(Part::Header)?
-        .ok_or(CarError::TruncatedVarint {
-            part: Part::Header,
-            offset,
-        })?;
+    let len = src.read_varint(Part::Header)?.ok_or(CarError::TruncatedVarint { part: Part::Header, offset })?;
     if len > MAX_HEADER_LEN {
         return Err(CarError::HeaderTooLarge { offset, len });
     }
@@ -324,27 +288,14 @@ fn read_header<R: Read>(src: &mut Source<R>) -> Result<(u64, Header), CarError> 
     let body = src.read_up_to(len, offset)?;
     let got = body.len() as u64; // usize to u64 widens on every platform Rust supports
     if got < len {
-        return Err(CarError::Truncated {
-            part: Part::Header,
-            offset,
-            expected: len,
-            got,
-        });
+        return Err(CarError::Truncated { part: Part::Header, offset, expected: len, got });
     }
     let header = decode_header(&body).map_err(|(at, reason)| CarError::InvalidHeader {
         offset: body_start.saturating_add(at as u64), // usize to u64 widens
         reason,
     })?;
-    let version = header
-        .version
-        .ok_or_else(|| invalid_header(offset, HeaderError::MissingVersion))?;
-    Ok((
-        offset,
-        Header {
-            roots: header.roots,
-            version,
-        },
-    ))
+    let version = header.version.ok_or_else(|| invalid_header(offset, HeaderError::MissingVersion))?;
+    Ok((offset, Header { roots: header.roots, version }))
 }
 
 fn invalid_header(offset: u64, reason: HeaderError) -> CarError {
@@ -368,26 +319,15 @@ fn open_v2<R: Read>(src: &mut Source<R>) -> Result<(Vec<Cid>, u64), CarError> {
     // to a sequential reader.
     let data_offset = le_u64(&fixed, 16);
     let data_size = le_u64(&fixed, 24);
-    let data_end = data_offset
-        .checked_add(data_size)
-        .filter(|_| data_offset >= src.pos);
+    let data_end = data_offset.checked_add(data_size).filter(|_| data_offset >= src.pos);
     let Some(data_end) = data_end else {
-        return Err(CarError::InvalidV2Header {
-            offset,
-            data_offset,
-            data_size,
-        });
+        return Err(CarError::InvalidV2Header { offset, data_offset, data_size });
     };
     let padding_at = src.pos;
     let padding = data_offset - padding_at;
     let skipped = src.skip(padding)?;
     if skipped < padding {
-        return Err(CarError::Truncated {
-            part: Part::V2Padding,
-            offset: padding_at,
-            expected: padding,
-            got: skipped,
-        });
+        return Err(CarError::Truncated { part: Part::V2Padding, offset: padding_at, expected: padding, got: skipped });
     }
     src.end = Some(data_end);
     let (inner_offset, inner) = read_header(src)?;
@@ -395,10 +335,7 @@ fn open_v2<R: Read>(src: &mut Source<R>) -> Result<(Vec<Cid>, u64), CarError> {
         (1, Some(roots)) => Ok((roots, data_offset)),
         (1, None) => Err(invalid_header(inner_offset, HeaderError::MissingRoots)),
         (2, _) => Err(invalid_header(inner_offset, HeaderError::NestedV2)),
-        (version, _) => Err(CarError::UnsupportedVersion {
-            offset: inner_offset,
-            version,
-        }),
+        (version, _) => Err(CarError::UnsupportedVersion { offset: inner_offset, version }),
     }
 }
 
@@ -448,27 +385,21 @@ impl<R: Read> Source<R> {
                 Ok(_) => return Ok(Some(byte[0])),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(source) => {
-                    return Err(CarError::Io {
-                        offset: self.pos,
-                        source,
-                    });
+                    return Err(CarError::Io { offset: self.pos, source });
                 }
             }
         }
     }
 
-    /// Reads a minimal unsigned varint of at most 9 bytes (go-varint's rules); `None` if the input ends
-    /// before its first byte.
+    /// Reads a minimal unsigned varint of at most 9 bytes (go-varint's rules, which go-car applies; stricter
+    /// than [`varint::decode`], and read byte by byte from the stream); `None` if the input ends before its
+    /// first byte.
     fn read_varint(&mut self, part: Part) -> Result<Option<u64>, CarError> {
         let offset = self.pos;
         let mut value = 0u64;
         for i in 0..MAX_VARINT_LEN {
             let Some(byte) = self.read_byte()? else {
-                return if i == 0 {
-                    Ok(None)
-                } else {
-                    Err(CarError::TruncatedVarint { part, offset })
-                };
+                return if i == 0 { Ok(None) } else { Err(CarError::TruncatedVarint { part, offset }) };
             };
             value |= u64::from(byte & 0x7f) << (7 * i);
             if byte & 0x80 == 0 {
@@ -511,8 +442,7 @@ impl<R: Read> Source<R> {
     /// Reads and drops `len` bytes; returns how many there were (fewer if the input ends first).
     fn skip(&mut self, len: u64) -> Result<u64, CarError> {
         let offset = self.pos;
-        io::copy(&mut Read::take(&mut *self, len), &mut io::sink())
-            .map_err(|source| CarError::Io { offset, source })
+        io::copy(&mut Read::take(&mut *self, len), &mut io::sink()).map_err(|source| CarError::Io { offset, source })
     }
 }
 
@@ -527,10 +457,8 @@ struct Cbor<'a> {
 impl<'a> Cbor<'a> {
     fn take(&mut self, len: u64) -> CborResult<&'a [u8]> {
         let rest = self.buf.get(self.pos..).unwrap_or_default();
-        let bytes = usize::try_from(len)
-            .ok()
-            .and_then(|len| rest.get(..len))
-            .ok_or((self.pos, HeaderError::Truncated))?;
+        let bytes =
+            usize::try_from(len).ok().and_then(|len| rest.get(..len)).ok_or((self.pos, HeaderError::Truncated))?;
         self.pos += bytes.len();
         Ok(bytes)
     }
@@ -553,12 +481,7 @@ impl<'a> Cbor<'a> {
             26 => u64::from(u32::from_be_bytes(self.array()?)),
             27 => u64::from_be_bytes(self.array()?),
             _ => {
-                return Err((
-                    at,
-                    HeaderError::UnsupportedCbor {
-                        initial_byte: initial,
-                    },
-                ));
+                return Err((at, HeaderError::UnsupportedCbor { initial_byte: initial }));
             }
         };
         Ok((initial >> 5, arg))
@@ -586,8 +509,7 @@ impl<'a> Cbor<'a> {
             let Some((0x00, mut bytes)) = self.take(len)?.split_first() else {
                 return Err(not_cid);
             };
-            let cid =
-                Cid::read_bytes(&mut bytes).map_err(|e| (at, HeaderError::InvalidRootCid(e)))?;
+            let cid = Cid::read_bytes(&mut bytes).map_err(|e| (at, HeaderError::InvalidRootCid(e)))?;
             if !bytes.is_empty() {
                 return Err((at, HeaderError::RootCidTrailingBytes));
             }
@@ -635,12 +557,7 @@ fn decode_header(buf: &[u8]) -> CborResult<RawHeader> {
         }
     }
     if cbor.pos < buf.len() {
-        return Err((
-            cbor.pos,
-            HeaderError::TrailingBytes {
-                len: buf.len() - cbor.pos,
-            },
-        ));
+        return Err((cbor.pos, HeaderError::TrailingBytes { len: buf.len() - cbor.pos }));
     }
     Ok(RawHeader { roots, version })
 }
@@ -671,15 +588,6 @@ fn put_text(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(text.as_bytes());
 }
 
-/// Appends an unsigned varint in its minimal form.
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push(value.to_le_bytes()[0] | 0x80);
-        value >>= 7;
-    }
-    out.push(value.to_le_bytes()[0]);
-}
-
 /// The CARv1 header for `roots`: `varint(len)` and the canonical dag-cbor map
 /// `{"roots": [cid, ...], "version": 1}`, the bytes go-car writes.
 pub fn encode_header(roots: &[Cid]) -> Vec<u8> {
@@ -700,7 +608,7 @@ pub fn encode_header(roots: &[Cid]) -> Vec<u8> {
     put_head(&mut cbor, MAJOR_UINT, 1);
 
     let mut out = Vec::with_capacity(cbor.len() + 4);
-    put_varint(&mut out, cbor.len() as u64); // usize to u64 widens
+    varint::encode(cbor.len() as u64, &mut out); // usize to u64 widens
     out.extend_from_slice(&cbor);
     out
 }
@@ -719,10 +627,7 @@ impl<W: Write> CarWriter<W> {
     /// Writes the header naming `roots` (see [`encode_header`]).
     pub fn new(mut writer: W, roots: &[Cid]) -> io::Result<Self> {
         writer.write_all(&encode_header(roots))?;
-        Ok(Self {
-            writer,
-            prefix: Vec::new(),
-        })
+        Ok(Self { writer, prefix: Vec::new() })
     }
 
     /// Writes one section. The caller vouches that `data` hashes to `cid`: the writer does not rehash.
@@ -734,15 +639,12 @@ impl<W: Write> CarWriter<W> {
         if len > MAX_SECTION_LEN {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!(
-                    "car section for block {cid} would be {len} bytes, more than the limit of {MAX_SECTION_LEN}"
-                ),
+                format!("car section for block {cid} would be {len} bytes, more than the limit of {MAX_SECTION_LEN}"),
             ));
         }
         self.prefix.clear();
-        put_varint(&mut self.prefix, len);
-        cid.write_bytes(&mut self.prefix)
-            .map_err(io::Error::other)?;
+        varint::encode(len, &mut self.prefix);
+        cid.write_bytes(&mut self.prefix).map_err(io::Error::other)?;
         self.writer.write_all(&self.prefix)?;
         self.writer.write_all(data)
     }
@@ -778,9 +680,7 @@ mod tests {
     fn write_all(roots: &[Cid], blocks: &[(Cid, Vec<u8>)]) -> Vec<u8> {
         let mut writer = CarWriter::new(Vec::new(), roots).expect("writing to a vec cannot fail");
         for (cid, data) in blocks {
-            writer
-                .write_block(cid, data)
-                .expect("block within the section limit");
+            writer.write_block(cid, data).expect("block within the section limit");
         }
         writer.finish().expect("flushing a vec cannot fail")
     }
@@ -796,7 +696,7 @@ mod tests {
 
     fn varint(value: u64) -> Vec<u8> {
         let mut out = Vec::new();
-        put_varint(&mut out, value);
+        varint::encode(value, &mut out);
         out
     }
 
@@ -873,9 +773,7 @@ mod tests {
 
         let too_big = block(RAW, HashFunction::Sha2_256, &vec![0xab; max_data + 1]);
         let mut writer = CarWriter::new(Vec::new(), &[]).expect("vec");
-        let err = writer
-            .write_block(&too_big.0, &too_big.1)
-            .expect_err("over the limit");
+        let err = writer.write_block(&too_big.0, &too_big.1).expect_err("over the limit");
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 
@@ -887,15 +785,11 @@ mod tests {
     }
 
     fn conformance_dir() -> PathBuf {
-        PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/gateway-conformance"
-        ))
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/gateway-conformance"))
     }
 
     fn car_files(dir: &Path, out: &mut Vec<PathBuf>) {
-        let entries =
-            std::fs::read_dir(dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
+        let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
         for entry in entries {
             let path = entry.expect("directory entry").path();
             if path.is_dir() {
@@ -910,11 +804,8 @@ mod tests {
     /// UnixFS spec names.
     #[test]
     fn header_matches_go_car_for_dir_with_files() {
-        let file = std::fs::read(conformance_dir().join("path_gateway_unixfs/dir-with-files.car"))
-            .expect("fixture");
-        let root: Cid = "bafybeihchr7vmgjaasntayyatmp5sv6xza57iy2h4xj7g46bpjij6yhrmy"
-            .parse()
-            .expect("cid");
+        let file = std::fs::read(conformance_dir().join("path_gateway_unixfs/dir-with-files.car")).expect("fixture");
+        let root: Cid = "bafybeihchr7vmgjaasntayyatmp5sv6xza57iy2h4xj7g46bpjij6yhrmy".parse().expect("cid");
         let header = encode_header(&[root]);
         assert_eq!(header.len(), 59);
         assert_eq!(header, file[..header.len()]);
@@ -927,24 +818,15 @@ mod tests {
         let mut files = Vec::new();
         car_files(&conformance_dir(), &mut files);
         files.sort();
-        assert!(
-            files.len() >= 26,
-            "expected the 26 conformance cars, found {}",
-            files.len()
-        );
+        assert!(files.len() >= 26, "expected the 26 conformance cars, found {}", files.len());
         let mut rewritten = 0;
         for path in &files {
             let bytes = std::fs::read(path).expect("fixture");
-            let (roots, blocks) =
-                read_all(&bytes).unwrap_or_else(|e| panic!("{}: {e} ({:?})", path.display(), e));
+            let (roots, blocks) = read_all(&bytes).unwrap_or_else(|e| panic!("{}: {e} ({:?})", path.display(), e));
             assert!(!roots.is_empty(), "{}: no roots", path.display());
             assert!(!blocks.is_empty(), "{}: no blocks", path.display());
             if !bytes.starts_with(&CARV2_PRAGMA) {
-                assert!(
-                    write_all(&roots, &blocks) == bytes,
-                    "{}: rewrite differs",
-                    path.display()
-                );
+                assert!(write_all(&roots, &blocks) == bytes, "{}: rewrite differs", path.display());
                 rewritten += 1;
             }
         }
@@ -953,8 +835,7 @@ mod tests {
 
     #[test]
     fn carv2_reads_its_payload_only() {
-        let v1 = std::fs::read(conformance_dir().join("path_gateway_unixfs/dir-with-files.car"))
-            .expect("fixture");
+        let v1 = std::fs::read(conformance_dir().join("path_gateway_unixfs/dir-with-files.car")).expect("fixture");
         let expected = read_all(&v1).expect("fixture reads");
         for padding in [0, 1, 100, 70_000] {
             let v2 = wrap_v2(&v1, padding, None);
@@ -973,12 +854,7 @@ mod tests {
 
     fn parts() -> Parts {
         let (cid, data) = block(RAW, HashFunction::Sha2_256, b"some block bytes");
-        Parts {
-            header: encode_header(&[cid]),
-            section: section(&cid, &data),
-            cid,
-            data,
-        }
+        Parts { header: encode_header(&[cid]), section: section(&cid, &data), cid, data }
     }
 
     type Want = Box<dyn Fn(&CarError) -> bool>;
@@ -990,154 +866,68 @@ mod tests {
     /// Reads `input` to the end and checks the error is the expected one.
     fn check(name: &str, input: &[u8], want: Want) {
         match read_all(input) {
-            Ok((roots, blocks)) => panic!(
-                "{name}: read {} roots and {} blocks, expected an error",
-                roots.len(),
-                blocks.len()
-            ),
+            Ok((roots, blocks)) => {
+                panic!("{name}: read {} roots and {} blocks, expected an error", roots.len(), blocks.len())
+            }
             Err(e) => assert!(want(&e), "{name}: unexpected error {e:?} ({e})"),
         }
     }
 
     fn malformed_cases() -> Vec<(&'static str, Vec<u8>, Want)> {
-        let Parts {
-            header,
-            cid,
-            data,
-            section: good,
-        } = parts();
-        let h = header.len() as u64;
+        let Parts { header, cid, data, section: good } = parts();
+        // Offsets below are counted by hand from these lengths: a 59-byte header, then 53-byte sections.
+        assert_eq!((header.len(), good.len()), (59, 53));
         let cid_bytes = cid.to_bytes();
         let roots_key = text("roots");
         let version_key = text("version");
-        let root_item = [
-            &[0xd8, 42, 0x58, cid_bytes.len() as u8 + 1, 0x00][..],
-            &cid_bytes,
-        ]
-        .concat();
+        let root_item = [&[0xd8, 42, 0x58, cid_bytes.len() as u8 + 1, 0x00][..], &cid_bytes].concat();
         let one_root = [&[0x81][..], &root_item].concat();
-        let map2 = |k1: &[u8], v1: &[u8], k2: &[u8], v2: &[u8]| {
-            raw_header(&[&[0xa2][..], k1, v1, k2, v2].concat())
-        };
+        let map2 = |k1: &[u8], v1: &[u8], k2: &[u8], v2: &[u8]| raw_header(&[&[0xa2][..], k1, v1, k2, v2].concat());
         let mut corrupt = data.clone();
         corrupt[0] ^= 1;
-        let md5 = Cid::new_v1(
-            RAW,
-            hash::Multihash::wrap(0xd5, &[0; 16]).expect("16 bytes"),
-        );
+        let md5 = Cid::new_v1(RAW, hash::Multihash::wrap(0xd5, &[0; 16]).expect("16 bytes"));
         let identity = identity_block(b"inline").0;
         let v1 = [header.clone(), good.clone()].concat();
         let v2_fixed = |data_offset: u64, data_size: u64| {
-            [
-                &CARV2_PRAGMA[..],
-                &[0; 16],
-                &data_offset.to_le_bytes(),
-                &data_size.to_le_bytes(),
-                &[0; 8],
-            ]
-            .concat()
+            [&CARV2_PRAGMA[..], &[0; 16], &data_offset.to_le_bytes(), &data_size.to_le_bytes(), &[0; 8]].concat()
         };
         let v2_data_at = (CARV2_PRAGMA.len() + CARV2_HEADER_LEN) as u64;
         vec![
-            (
-                "empty input",
-                vec![],
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::TruncatedVarint {
-                            part: Part::Header,
-                            offset: 0
-                        }
-                    )
-                }),
-            ),
+            ("empty input", vec![], want(|e| matches!(e, CarError::TruncatedVarint { part: Part::Header, offset: 0 }))),
             (
                 "header varint cut",
                 vec![0x80],
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::TruncatedVarint {
-                            part: Part::Header,
-                            offset: 0
-                        }
-                    )
-                }),
+                want(|e| matches!(e, CarError::TruncatedVarint { part: Part::Header, offset: 0 })),
             ),
             (
                 "header varint of 10 bytes",
                 [vec![0xff; 9], vec![0x01]].concat(),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::VarintTooLong {
-                            part: Part::Header,
-                            offset: 0
-                        }
-                    )
-                }),
+                want(|e| matches!(e, CarError::VarintTooLong { part: Part::Header, offset: 0 })),
             ),
             (
                 "header varint not minimal",
                 vec![0xba, 0x00],
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::VarintNotMinimal {
-                            part: Part::Header,
-                            offset: 0
-                        }
-                    )
-                }),
+                want(|e| matches!(e, CarError::VarintNotMinimal { part: Part::Header, offset: 0 })),
             ),
             (
                 "header over 1 MiB",
                 varint(MAX_HEADER_LEN + 1),
-                want(
-                    |e| matches!(e, CarError::HeaderTooLarge { offset: 0, len } if *len == MAX_HEADER_LEN + 1),
-                ),
+                want(|e| matches!(e, CarError::HeaderTooLarge { offset: 0, len } if *len == MAX_HEADER_LEN + 1)),
             ),
             (
                 "header cut",
                 header[..20].to_vec(),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::Truncated {
-                            part: Part::Header,
-                            offset: 0,
-                            expected: 58,
-                            got: 19
-                        }
-                    )
-                }),
+                want(|e| matches!(e, CarError::Truncated { part: Part::Header, offset: 0, expected: 58, got: 19 })),
             ),
             (
                 "header of zero bytes",
                 vec![0x00],
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::InvalidHeader {
-                            offset: 1,
-                            reason: HeaderError::Truncated
-                        }
-                    )
-                }),
+                want(|e| matches!(e, CarError::InvalidHeader { offset: 1, reason: HeaderError::Truncated })),
             ),
             (
                 "header is an array",
                 raw_header(&[0x80]),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::InvalidHeader {
-                            offset: 1,
-                            reason: HeaderError::NotAMap
-                        }
-                    )
-                }),
+                want(|e| matches!(e, CarError::InvalidHeader { offset: 1, reason: HeaderError::NotAMap })),
             ),
             (
                 "header indefinite map",
@@ -1155,61 +945,30 @@ mod tests {
             (
                 "header map claims more entries",
                 raw_header(&[&[0xa3][..], &roots_key, &one_root, &version_key, &[0x01]].concat()),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::InvalidHeader {
-                            reason: HeaderError::Truncated,
-                            ..
-                        }
-                    )
-                }),
+                want(|e| matches!(e, CarError::InvalidHeader { reason: HeaderError::Truncated, .. })),
             ),
             (
                 "missing roots",
                 raw_header(&[&[0xa1][..], &version_key, &[0x01]].concat()),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::InvalidHeader {
-                            offset: 0,
-                            reason: HeaderError::MissingRoots
-                        }
-                    )
-                }),
+                want(|e| matches!(e, CarError::InvalidHeader { offset: 0, reason: HeaderError::MissingRoots })),
             ),
             (
                 "missing version",
                 raw_header(&[&[0xa1][..], &roots_key, &one_root].concat()),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::InvalidHeader {
-                            offset: 0,
-                            reason: HeaderError::MissingVersion
-                        }
-                    )
-                }),
+                want(|e| matches!(e, CarError::InvalidHeader { offset: 0, reason: HeaderError::MissingVersion })),
             ),
             (
                 "integer key",
                 raw_header(&[0xa1, 0x01, 0x01]),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::InvalidHeader {
-                            offset: 2,
-                            reason: HeaderError::KeyNotText
-                        }
-                    )
-                }),
+                want(|e| matches!(e, CarError::InvalidHeader { offset: 2, reason: HeaderError::KeyNotText })),
             ),
             (
                 "unknown key",
                 map2(&roots_key, &one_root, &text("extra"), &[0x01]),
-                want(
-                    |e| matches!(e, CarError::InvalidHeader { reason: HeaderError::UnknownKey { key }, .. } if key == "extra"),
-                ),
+                want(|e| match e {
+                    CarError::InvalidHeader { offset: 50, reason: HeaderError::UnknownKey { key } } => key == "extra",
+                    _ => false,
+                }),
             ),
             (
                 "duplicate version",
@@ -1217,222 +976,101 @@ mod tests {
                 want(|e| {
                     matches!(
                         e,
-                        CarError::InvalidHeader {
-                            offset: 11,
-                            reason: HeaderError::DuplicateKey { key: "version" }
-                        }
+                        CarError::InvalidHeader { offset: 11, reason: HeaderError::DuplicateKey { key: "version" } }
                     )
                 }),
             ),
             (
                 "roots not an array",
                 map2(&roots_key, &[0x01], &version_key, &[0x01]),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::InvalidHeader {
-                            offset: 8,
-                            reason: HeaderError::RootsNotArray
-                        }
-                    )
-                }),
+                want(|e| matches!(e, CarError::InvalidHeader { offset: 8, reason: HeaderError::RootsNotArray })),
             ),
             (
                 "root without tag 42",
-                map2(
-                    &roots_key,
-                    &[&[0x81][..], &root_item[2..]].concat(),
-                    &version_key,
-                    &[0x01],
-                ),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::InvalidHeader {
-                            offset: 9,
-                            reason: HeaderError::RootNotCid
-                        }
-                    )
-                }),
+                map2(&roots_key, &[&[0x81][..], &root_item[2..]].concat(), &version_key, &[0x01]),
+                want(|e| matches!(e, CarError::InvalidHeader { offset: 9, reason: HeaderError::RootNotCid })),
             ),
             (
                 "root tag over text",
-                map2(
-                    &roots_key,
-                    &[0x81, 0xd8, 42, 0x61, b'a'],
-                    &version_key,
-                    &[0x01],
-                ),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::InvalidHeader {
-                            reason: HeaderError::RootNotCid,
-                            ..
-                        }
-                    )
-                }),
+                map2(&roots_key, &[0x81, 0xd8, 42, 0x61, b'a'], &version_key, &[0x01]),
+                want(|e| matches!(e, CarError::InvalidHeader { reason: HeaderError::RootNotCid, .. })),
             ),
             (
                 "root without 0x00 prefix",
                 map2(
                     &roots_key,
-                    &[
-                        &[0x81, 0xd8, 42, 0x58, cid_bytes.len() as u8][..],
-                        &cid_bytes,
-                    ]
-                    .concat(),
+                    &[&[0x81, 0xd8, 42, 0x58, cid_bytes.len() as u8][..], &cid_bytes].concat(),
                     &version_key,
                     &[0x01],
                 ),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::InvalidHeader {
-                            reason: HeaderError::RootNotCid,
-                            ..
-                        }
-                    )
-                }),
+                want(|e| matches!(e, CarError::InvalidHeader { reason: HeaderError::RootNotCid, .. })),
             ),
             (
                 "root cid of version 3",
-                map2(
-                    &roots_key,
-                    &[0x81, 0xd8, 42, 0x45, 0x00, 0x03, 0x55, 0x00, 0x00],
-                    &version_key,
-                    &[0x01],
-                ),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::InvalidHeader {
-                            reason: HeaderError::InvalidRootCid(_),
-                            ..
-                        }
-                    )
-                }),
+                map2(&roots_key, &[0x81, 0xd8, 42, 0x45, 0x00, 0x03, 0x55, 0x00, 0x00], &version_key, &[0x01]),
+                want(|e| matches!(e, CarError::InvalidHeader { reason: HeaderError::InvalidRootCid(_), .. })),
             ),
             (
                 "root cid with stray byte",
                 map2(
                     &roots_key,
-                    &[
-                        &[0x81, 0xd8, 42, 0x58, cid_bytes.len() as u8 + 2, 0x00][..],
-                        &cid_bytes,
-                        &[0x00],
-                    ]
-                    .concat(),
+                    &[&[0x81, 0xd8, 42, 0x58, cid_bytes.len() as u8 + 2, 0x00][..], &cid_bytes, &[0x00]].concat(),
                     &version_key,
                     &[0x01],
                 ),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::InvalidHeader {
-                            reason: HeaderError::RootCidTrailingBytes,
-                            ..
-                        }
-                    )
-                }),
+                want(|e| matches!(e, CarError::InvalidHeader { reason: HeaderError::RootCidTrailingBytes, .. })),
             ),
             (
                 "version is text",
                 map2(&roots_key, &[0x80], &version_key, &text("1")),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::InvalidHeader {
-                            offset: 17,
-                            reason: HeaderError::VersionNotInteger
-                        }
-                    )
-                }),
+                want(|e| matches!(e, CarError::InvalidHeader { offset: 17, reason: HeaderError::VersionNotInteger })),
             ),
             (
                 "version 3",
                 map2(&roots_key, &[0x80], &version_key, &[0x03]),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::UnsupportedVersion {
-                            offset: 0,
-                            version: 3
-                        }
-                    )
-                }),
+                want(|e| matches!(e, CarError::UnsupportedVersion { offset: 0, version: 3 })),
             ),
             (
                 "version 42 in two bytes",
                 raw_header(&[&[0xa1][..], &version_key, &[0x18, 42]].concat()),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::UnsupportedVersion {
-                            offset: 0,
-                            version: 42
-                        }
-                    )
-                }),
+                want(|e| matches!(e, CarError::UnsupportedVersion { offset: 0, version: 42 })),
             ),
             (
                 "stray byte after the map",
                 raw_header(&[&header[1..], &[0x00][..]].concat()),
                 want(|e| {
-                    matches!(
-                        e,
-                        CarError::InvalidHeader {
-                            offset: 59,
-                            reason: HeaderError::TrailingBytes { len: 1 }
-                        }
-                    )
+                    matches!(e, CarError::InvalidHeader { offset: 59, reason: HeaderError::TrailingBytes { len: 1 } })
                 }),
             ),
             (
                 "pragma with roots",
                 map2(&roots_key, &[0x80], &version_key, &[0x02]),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::InvalidHeader {
-                            offset: 0,
-                            reason: HeaderError::PragmaWithRoots
-                        }
-                    )
-                }),
+                want(|e| matches!(e, CarError::InvalidHeader { offset: 0, reason: HeaderError::PragmaWithRoots })),
             ),
             (
                 "section varint cut",
                 [header.clone(), vec![0x80]].concat(),
-                want(
-                    move |e| matches!(e, CarError::TruncatedVarint { part: Part::Section, offset } if *offset == h),
-                ),
+                want(|e| matches!(e, CarError::TruncatedVarint { part: Part::Section, offset: 59 })),
             ),
             (
                 "section varint of 10 bytes",
                 [header.clone(), vec![0x80; 9], vec![0x01]].concat(),
-                want(
-                    move |e| matches!(e, CarError::VarintTooLong { part: Part::Section, offset } if *offset == h),
-                ),
+                want(|e| matches!(e, CarError::VarintTooLong { part: Part::Section, offset: 59 })),
             ),
             (
                 "section varint not minimal",
                 [header.clone(), vec![0x81, 0x80, 0x00]].concat(),
-                want(
-                    move |e| matches!(e, CarError::VarintNotMinimal { part: Part::Section, offset } if *offset == h),
-                ),
+                want(|e| matches!(e, CarError::VarintNotMinimal { part: Part::Section, offset: 59 })),
             ),
             (
                 "zero-length section",
                 [header.clone(), vec![0x00]].concat(),
-                want(move |e| matches!(e, CarError::EmptySection { offset } if *offset == h)),
+                want(|e| matches!(e, CarError::EmptySection { offset: 59 })),
             ),
             (
                 "section over the limit",
                 [header.clone(), varint(MAX_SECTION_LEN + 1)].concat(),
-                want(
-                    move |e| matches!(e, CarError::SectionTooLarge { offset, len } if *offset == h && *len == MAX_SECTION_LEN + 1),
-                ),
+                want(|e| matches!(e, CarError::SectionTooLarge { offset: 59, len } if *len == MAX_SECTION_LEN + 1)),
             ),
             (
                 "section claiming 2^63-1 bytes",
@@ -1442,9 +1080,7 @@ mod tests {
             (
                 "section cut",
                 [header.clone(), good[..good.len() - 3].to_vec()].concat(),
-                want(
-                    move |e| matches!(e, CarError::Truncated { part: Part::Section, offset, expected: 52, got: 49 } if *offset == h),
-                ),
+                want(|e| matches!(e, CarError::Truncated { part: Part::Section, offset: 59, expected: 52, got: 49 })),
             ),
             (
                 "cid of version 3",
@@ -1454,79 +1090,39 @@ mod tests {
             (
                 "cid longer than its section",
                 [header.clone(), raw_header(&cid_bytes[..20])].concat(),
-                want(move |e| matches!(e, CarError::InvalidCid { offset, .. } if *offset == h)),
+                want(|e| matches!(e, CarError::InvalidCid { offset: 59, .. })),
             ),
             (
                 "block does not match its cid",
                 [header.clone(), section(&cid, &corrupt)].concat(),
-                want(
-                    move |e| matches!(e, CarError::CorruptBlock { offset, source: VerifyError::Mismatch { .. } } if *offset == h),
-                ),
+                want(|e| matches!(e, CarError::CorruptBlock { offset: 59, source: VerifyError::Mismatch { .. } })),
             ),
             (
                 "block hashed with md5",
                 [header.clone(), section(&md5, b"x")].concat(),
                 want(|e| {
-                    matches!(
-                        e,
-                        CarError::CorruptBlock {
-                            source: VerifyError::UnsupportedHash { code: 0xd5, .. },
-                            ..
-                        }
-                    )
+                    matches!(e, CarError::CorruptBlock { source: VerifyError::UnsupportedHash { code: 0xd5, .. }, .. })
                 }),
             ),
             (
                 "identity cid over other bytes",
                 [header.clone(), section(&identity, b"outline")].concat(),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::CorruptBlock {
-                            source: VerifyError::Mismatch { .. },
-                            ..
-                        }
-                    )
-                }),
+                want(|e| matches!(e, CarError::CorruptBlock { source: VerifyError::Mismatch { .. }, .. })),
             ),
             (
                 "second section corrupt",
                 [header.clone(), good.clone(), section(&cid, &corrupt)].concat(),
-                {
-                    let at = h + good.len() as u64;
-                    want(
-                        move |e| matches!(e, CarError::CorruptBlock { offset, .. } if *offset == at),
-                    )
-                },
+                want(|e| matches!(e, CarError::CorruptBlock { offset: 112, .. })),
             ),
             (
                 "carv2 header cut",
                 [&CARV2_PRAGMA[..], &[0; 39]].concat(),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::Truncated {
-                            part: Part::V2Header,
-                            offset: 11,
-                            expected: 40,
-                            got: 39
-                        }
-                    )
-                }),
+                want(|e| matches!(e, CarError::Truncated { part: Part::V2Header, offset: 11, expected: 40, got: 39 })),
             ),
             (
                 "carv2 data inside its header",
                 [v2_fixed(50, 10), v1.clone()].concat(),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::InvalidV2Header {
-                            offset: 11,
-                            data_offset: 50,
-                            data_size: 10
-                        }
-                    )
-                }),
+                want(|e| matches!(e, CarError::InvalidV2Header { offset: 11, data_offset: 50, data_size: 10 })),
             ),
             (
                 "carv2 data end overflows",
@@ -1537,88 +1133,38 @@ mod tests {
                 "carv2 padding cut",
                 [v2_fixed(1000, 10), vec![0; 100]].concat(),
                 want(|e| {
-                    matches!(
-                        e,
-                        CarError::Truncated {
-                            part: Part::V2Padding,
-                            offset: 51,
-                            expected: 949,
-                            got: 100
-                        }
-                    )
+                    matches!(e, CarError::Truncated { part: Part::V2Padding, offset: 51, expected: 949, got: 100 })
                 }),
             ),
             (
                 "carv2 data shorter than its size",
                 [v2_fixed(v2_data_at, v1.len() as u64 + 10), v1.clone()].concat(),
-                want(
-                    |e| matches!(e, CarError::Truncated { part: Part::V2Data, offset: 51, expected, got } if *expected == *got + 10),
-                ),
+                want(|e| matches!(e, CarError::Truncated { part: Part::V2Data, offset: 51, expected: 122, got: 112 })),
             ),
             (
                 "carv2 size ends inside a section",
                 wrap_v2(&v1, 0, Some(v1.len() as u64 - 1)),
-                want(
-                    move |e| matches!(e, CarError::Truncated { part: Part::Section, offset, expected: 52, got: 51 } if *offset == v2_data_at + h),
-                ),
+                want(|e| matches!(e, CarError::Truncated { part: Part::Section, offset: 110, expected: 52, got: 51 })),
             ),
             (
                 "carv2 size ends inside the header",
                 wrap_v2(&v1, 0, Some(10)),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::Truncated {
-                            part: Part::Header,
-                            offset: 51,
-                            expected: 58,
-                            got: 9
-                        }
-                    )
-                }),
+                want(|e| matches!(e, CarError::Truncated { part: Part::Header, offset: 51, expected: 58, got: 9 })),
             ),
             (
                 "carv2 inside carv2",
                 wrap_v2(&wrap_v2(&v1, 0, None), 0, None),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::InvalidHeader {
-                            offset: 51,
-                            reason: HeaderError::NestedV2
-                        }
-                    )
-                }),
+                want(|e| matches!(e, CarError::InvalidHeader { offset: 51, reason: HeaderError::NestedV2 })),
             ),
             (
                 "carv2 payload of version 3",
                 wrap_v2(&map2(&roots_key, &[0x80], &version_key, &[0x03]), 0, None),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::UnsupportedVersion {
-                            offset: 51,
-                            version: 3
-                        }
-                    )
-                }),
+                want(|e| matches!(e, CarError::UnsupportedVersion { offset: 51, version: 3 })),
             ),
             (
                 "carv2 payload without roots",
-                wrap_v2(
-                    &raw_header(&[&[0xa1][..], &version_key, &[0x01]].concat()),
-                    0,
-                    None,
-                ),
-                want(|e| {
-                    matches!(
-                        e,
-                        CarError::InvalidHeader {
-                            offset: 51,
-                            reason: HeaderError::MissingRoots
-                        }
-                    )
-                }),
+                wrap_v2(&raw_header(&[&[0xa1][..], &version_key, &[0x01]].concat()), 0, None),
+                want(|e| matches!(e, CarError::InvalidHeader { offset: 51, reason: HeaderError::MissingRoots })),
             ),
         ]
     }
@@ -1632,50 +1178,30 @@ mod tests {
 
     #[test]
     fn errors_name_the_part_and_offset() {
-        let Parts {
-            header,
-            section: good,
-            ..
-        } = parts();
+        let Parts { header, section: good, .. } = parts();
         let car = [header.clone(), good[..good.len() - 3].to_vec()].concat();
         let err = read_all(&car).expect_err("cut section");
-        assert_eq!(
-            err.to_string(),
-            "car section at byte 59 is truncated: expected 52 bytes, got 49"
-        );
+        assert_eq!(err.to_string(), "car section at byte 59 is truncated: expected 52 bytes, got 49");
     }
 
     #[test]
     fn reader_is_finished_after_an_error() {
-        let Parts {
-            header,
-            section: good,
-            ..
-        } = parts();
+        let Parts { header, section: good, .. } = parts();
         let car = [header, vec![0x00], good].concat();
         let mut reader = CarReader::new(car.as_slice()).expect("header");
-        assert!(matches!(
-            reader.next_block(),
-            Err(CarError::EmptySection { .. })
-        ));
+        assert!(matches!(reader.next_block(), Err(CarError::EmptySection { .. })));
         assert!(matches!(reader.next_block(), Ok(None)));
         assert!(reader.next().is_none());
     }
 
     /// Arbitrary roots and blocks, each block named by its hash.
     fn arb_car() -> impl Strategy<Value = (Vec<Cid>, Blocks)> {
-        let arb_block =
-            (prop::collection::vec(any::<u8>(), 0..300), 0..4usize).prop_map(|(data, kind)| {
-                match kind {
-                    0 => block(RAW, HashFunction::Sha2_256, &data),
-                    1 => block(DAG_PB, HashFunction::Blake3, &data),
-                    2 => identity_block(&data[..data.len().min(64)]),
-                    _ => (
-                        Cid::new_v0(HashFunction::Sha2_256.digest(&data)).expect("sha2-256"),
-                        data,
-                    ),
-                }
-            });
+        let arb_block = (prop::collection::vec(any::<u8>(), 0..300), 0..4usize).prop_map(|(data, kind)| match kind {
+            0 => block(RAW, HashFunction::Sha2_256, &data),
+            1 => block(DAG_PB, HashFunction::Blake3, &data),
+            2 => identity_block(&data[..data.len().min(64)]),
+            _ => (Cid::new_v0(HashFunction::Sha2_256.digest(&data)).expect("sha2-256"), data),
+        });
         (prop::collection::vec(arb_block, 0..6), 0..3usize).prop_map(|(blocks, n_roots)| {
             let roots = blocks.iter().take(n_roots).map(|(cid, _)| *cid).collect();
             (roots, blocks)
@@ -1721,7 +1247,10 @@ mod tests {
                         prop_assert_eq!(&b[..], &blocks[..n]);
                     }
                     (Err(_), None) => {}
-                    (got, boundary) => prop_assert!(false, "cut at {}: {:?} (boundary {:?})", cut, got.map(|(_, b)| b.len()), boundary),
+                    (got, boundary) => {
+                        let got = got.map(|(_, b)| b.len());
+                        prop_assert!(false, "cut at {}: {:?} (boundary {:?})", cut, got, boundary);
+                    }
                 }
             }
 

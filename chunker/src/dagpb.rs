@@ -53,11 +53,7 @@ fn put_bytes(field: u8, bytes: &[u8], out: &mut Vec<u8>) {
 impl PbLink {
     /// A link as kubo writes it: empty or given name, and a Tsize.
     pub fn new(hash: Cid, name: impl Into<String>, tsize: u64) -> Self {
-        Self {
-            hash,
-            name: Some(name.into()),
-            tsize: Some(tsize),
-        }
+        Self { hash, name: Some(name.into()), tsize: Some(tsize) }
     }
 
     fn encode_into(&self, out: &mut Vec<u8>) {
@@ -112,8 +108,7 @@ impl PbNode {
                         return Err(DecodeError::Malformed("link after Data field", at));
                     }
                     let index = node.links.len();
-                    node.links
-                        .push(decode_link(body, index, reader.pos - body.len())?);
+                    node.links.push(decode_link(body, index, reader.pos - body.len())?);
                 }
                 _ => return Err(DecodeError::Malformed("unknown PBNode field", at)),
             }
@@ -132,10 +127,7 @@ fn decode_link(bytes: &[u8], index: usize, base: usize) -> Result<PbLink, Decode
         let at = base + reader.pos;
         let (field, wire) = reader.key().map_err(|e| rebase(e, base))?;
         if field <= last_field {
-            return Err(DecodeError::Malformed(
-                "PBLink fields out of order or repeated",
-                at,
-            ));
+            return Err(DecodeError::Malformed("PBLink fields out of order or repeated", at));
         }
         last_field = field;
         match (field, wire) {
@@ -145,16 +137,11 @@ fn decode_link(bytes: &[u8], index: usize, base: usize) -> Result<PbLink, Decode
             }
             (2, WIRE_LEN) => {
                 let raw = reader.bytes().map_err(|e| rebase(e, base))?;
-                name = Some(
-                    String::from_utf8(raw.to_vec()).map_err(|_| DecodeError::BadName { index })?,
-                );
+                name = Some(String::from_utf8(raw.to_vec()).map_err(|_| DecodeError::BadName { index })?);
             }
             (3, WIRE_VARINT) => tsize = Some(reader.varint().map_err(|e| rebase(e, base))?),
             _ => {
-                return Err(DecodeError::Malformed(
-                    "unknown PBLink field or wire type",
-                    at,
-                ));
+                return Err(DecodeError::Malformed("unknown PBLink field or wire type", at));
             }
         }
     }
@@ -181,8 +168,8 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn varint(&mut self) -> Result<u64, DecodeError> {
-        let (v, n) = varint::decode(&self.buf[self.pos..])
-            .map_err(|_| DecodeError::Malformed("bad varint", self.pos))?;
+        let (v, n) =
+            varint::decode(&self.buf[self.pos..]).map_err(|_| DecodeError::Malformed("bad varint", self.pos))?;
         self.pos += n;
         Ok(v)
     }
@@ -201,8 +188,7 @@ impl<'a> Reader<'a> {
     pub(crate) fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let at = self.pos;
         let len = self.varint()?;
-        let len =
-            usize::try_from(len).map_err(|_| DecodeError::Malformed("length overflows", at))?;
+        let len = usize::try_from(len).map_err(|_| DecodeError::Malformed("length overflows", at))?;
         let end = self.pos.checked_add(len).filter(|&e| e <= self.buf.len());
         let end = end.ok_or(DecodeError::Malformed("length runs past the end", at))?;
         let out = &self.buf[self.pos..end];
@@ -213,10 +199,7 @@ impl<'a> Reader<'a> {
     pub(crate) fn fixed32(&mut self) -> Result<u32, DecodeError> {
         let at = self.pos;
         let end = self.pos + 4;
-        let bytes = self
-            .buf
-            .get(self.pos..end)
-            .ok_or(DecodeError::Malformed("truncated fixed32", at))?;
+        let bytes = self.buf.get(self.pos..end).ok_or(DecodeError::Malformed("truncated fixed32", at))?;
         self.pos = end;
         Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
     }
@@ -253,10 +236,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let node = PbNode {
-            links: vec![
-                PbLink::new(sample_cid(), "", 9),
-                PbLink::new(sample_cid(), "b", 10),
-            ],
+            links: vec![PbLink::new(sample_cid(), "", 9), PbLink::new(sample_cid(), "b", 10)],
             data: Some(vec![8, 1]),
         };
         let bytes = node.encode();
@@ -265,10 +245,7 @@ mod tests {
 
     #[test]
     fn links_come_before_data() {
-        let node = PbNode {
-            links: vec![PbLink::new(sample_cid(), "", 1)],
-            data: Some(vec![1]),
-        };
+        let node = PbNode { links: vec![PbLink::new(sample_cid(), "", 1)], data: Some(vec![1]) };
         assert_eq!(node.encode()[0], 0x12);
     }
 

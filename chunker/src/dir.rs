@@ -86,22 +86,11 @@ impl DirectoryBuilder {
             }
             root.encode(params, emit)
         } else {
-            let links: Vec<PbLink> = self
-                .entries
-                .iter()
-                .map(|(n, l)| PbLink::new(l.cid, n.clone(), l.tsize))
-                .collect();
+            let links: Vec<PbLink> = self.entries.iter().map(|(n, l)| PbLink::new(l.cid, n.clone(), l.tsize)).collect();
             let children: u64 = self.entries.values().map(|l| l.tsize).sum();
-            let node = PbNode {
-                links,
-                data: Some(Data::directory().encode()),
-            };
+            let node = PbNode { links, data: Some(Data::directory().encode()) };
             let block = params.cids.block(dagpb::CODEC, node.encode());
-            let link = Link {
-                cid: block.cid,
-                tsize: block.data.len() as u64 + children,
-                filesize: 0,
-            };
+            let link = Link { cid: block.cid, tsize: block.data.len() as u64 + children, filesize: 0 };
             emit(block);
             link
         }
@@ -112,19 +101,11 @@ impl DirectoryBuilder {
             return false;
         };
         let size: usize = match params.strategy {
-            ShardStrategy::LinksBytes => self
-                .entries
-                .iter()
-                .map(|(n, l)| n.len() + l.cid.encoded_len())
-                .sum(),
+            ShardStrategy::LinksBytes => self.entries.iter().map(|(n, l)| n.len() + l.cid.encoded_len()).sum(),
             ShardStrategy::BlockBytes => {
                 // Data field: key + length + `08 01`.
                 let data = 4;
-                data + self
-                    .entries
-                    .iter()
-                    .map(|(n, l)| link_size(n.len(), l.cid.encoded_len(), l.tsize))
-                    .sum::<usize>()
+                data + self.entries.iter().map(|(n, l)| link_size(n.len(), l.cid.encoded_len(), l.tsize)).sum::<usize>()
             }
         };
         size > threshold
@@ -134,14 +115,7 @@ impl DirectoryBuilder {
 /// Serialised size of one PBNode link field.
 fn link_size(name_len: usize, cid_len: usize, tsize: u64) -> usize {
     let vlen = |v: usize| crate::varint::encoded_len(v as u64);
-    let inner = 1
-        + vlen(cid_len)
-        + cid_len
-        + 1
-        + vlen(name_len)
-        + name_len
-        + 1
-        + crate::varint::encoded_len(tsize);
+    let inner = 1 + vlen(cid_len) + cid_len + 1 + vlen(name_len) + name_len + 1 + crate::varint::encoded_len(tsize);
     1 + vlen(inner) + inner
 }
 
@@ -195,16 +169,9 @@ impl Shard {
         data.data = Some(bitfield[first..].to_vec());
         data.hash_type = Some(HAMT_HASH_MURMUR3);
         data.fanout = Some(HAMT_FANOUT);
-        let node = PbNode {
-            links,
-            data: Some(data.encode()),
-        };
+        let node = PbNode { links, data: Some(data.encode()) };
         let block = params.cids.block(dagpb::CODEC, node.encode());
-        let link = Link {
-            cid: block.cid,
-            tsize: block.data.len() as u64 + children,
-            filesize: 0,
-        };
+        let link = Link { cid: block.cid, tsize: block.data.len() as u64 + children, filesize: 0 };
         emit(block);
         link
     }
@@ -242,18 +209,10 @@ pub fn murmur3_x64_128(data: &[u8], seed: u64) -> (u64, u64) {
         let mut k2 = u64::from_le_bytes(block[8..].try_into().unwrap_or_default());
         k1 = k1.wrapping_mul(C1).rotate_left(31).wrapping_mul(C2);
         h1 ^= k1;
-        h1 = h1
-            .rotate_left(27)
-            .wrapping_add(h2)
-            .wrapping_mul(5)
-            .wrapping_add(0x52dc_e729);
+        h1 = h1.rotate_left(27).wrapping_add(h2).wrapping_mul(5).wrapping_add(0x52dc_e729);
         k2 = k2.wrapping_mul(C2).rotate_left(33).wrapping_mul(C1);
         h2 ^= k2;
-        h2 = h2
-            .rotate_left(31)
-            .wrapping_add(h1)
-            .wrapping_mul(5)
-            .wrapping_add(0x3849_5ab5);
+        h2 = h2.rotate_left(31).wrapping_add(h1).wrapping_mul(5).wrapping_add(0x3849_5ab5);
     }
     let tail = blocks.remainder();
     let mut k1 = 0u64;
@@ -308,22 +267,12 @@ mod tests {
 
     #[test]
     fn rejects_bad_names() {
-        let link = Link {
-            cid: CidParams::V0.cid(dagpb::CODEC, b""),
-            tsize: 0,
-            filesize: 0,
-        };
+        let link = Link { cid: CidParams::V0.cid(dagpb::CODEC, b""), tsize: 0, filesize: 0 };
         let mut d = DirectoryBuilder::new();
         for bad in ["", ".", "..", "a/b"] {
-            assert!(
-                matches!(d.insert(bad.into(), link), Err(EntryError::BadName(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(d.insert(bad.into(), link), Err(EntryError::BadName(_))), "{bad:?}");
         }
         assert!(d.insert("a".into(), link).is_ok());
-        assert_eq!(
-            d.insert("a".into(), link),
-            Err(EntryError::Duplicate("a".into()))
-        );
+        assert_eq!(d.insert("a".into(), link), Err(EntryError::Duplicate("a".into())));
     }
 }

@@ -139,11 +139,7 @@ pub fn verify_multihash(mh: &Multihash, data: &[u8]) -> Result<(), MultihashVeri
             None => return Err(MultihashVerifyError::Unsupported(code)),
         },
     };
-    if ok {
-        Ok(())
-    } else {
-        Err(MultihashVerifyError::Mismatch)
-    }
+    if ok { Ok(()) } else { Err(MultihashVerifyError::Mismatch) }
 }
 
 /// An identity multihash holding `data` (for inline CIDs).
@@ -157,12 +153,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for f in [
-            HashFunction::Sha2_256,
-            HashFunction::Sha2_512,
-            HashFunction::Blake3,
-            HashFunction::Blake2b256,
-        ] {
+        for f in [HashFunction::Sha2_256, HashFunction::Sha2_512, HashFunction::Blake3, HashFunction::Blake2b256] {
             assert_eq!(f.name().parse::<HashFunction>().ok(), Some(f));
             assert_eq!(HashFunction::from_code(f.code()), Some(f));
         }

@@ -37,18 +37,14 @@ impl ChunkSize {
 
     /// A chunk size, if it is within kubo's limits.
     pub fn new(size: usize) -> Option<Self> {
-        NonZeroUsize::new(size)
-            .filter(|s| s.get() <= MAX_CHUNK_SIZE)
-            .map(Self)
+        NonZeroUsize::new(size).filter(|s| s.get() <= MAX_CHUNK_SIZE).map(Self)
     }
 }
 
 /// A bad `--chunker` string.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkerError {
-    #[error(
-        "chunker {0:?} is not supported: use size-<bytes> (rabin and buzhash are not implemented)"
-    )]
+    #[error("chunker {0:?} is not supported: use size-<bytes> (rabin and buzhash are not implemented)")]
     Unsupported(String),
     #[error("chunker {0:?}: size must be a whole number of bytes")]
     NotANumber(String),
@@ -62,19 +58,13 @@ impl FromStr for ChunkSize {
     /// Parses kubo's `--chunker` syntax: `size-N` or `default`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s == "default" {
-            return ChunkSize::new(DEFAULT_CHUNK_SIZE)
-                .ok_or_else(|| ChunkerError::OutOfRange(s.into()));
+            return ChunkSize::new(DEFAULT_CHUNK_SIZE).ok_or_else(|| ChunkerError::OutOfRange(s.into()));
         }
         let Some(num) = s.strip_prefix("size-") else {
             return Err(ChunkerError::Unsupported(s.into()));
         };
-        let n: u64 = num
-            .parse()
-            .map_err(|_| ChunkerError::NotANumber(s.into()))?;
-        usize::try_from(n)
-            .ok()
-            .and_then(ChunkSize::new)
-            .ok_or_else(|| ChunkerError::OutOfRange(s.into()))
+        let n: u64 = num.parse().map_err(|_| ChunkerError::NotANumber(s.into()))?;
+        usize::try_from(n).ok().and_then(ChunkSize::new).ok_or_else(|| ChunkerError::OutOfRange(s.into()))
     }
 }
 
@@ -150,13 +140,7 @@ impl Options {
     pub fn resolve(&self) -> Result<Params, OptionsError> {
         let profile = self.profile.unwrap_or(Profile::UnixfsV0_2015);
         let (mut version, mut raw_default, chunk, links, strategy) = match profile {
-            Profile::UnixfsV0_2015 => (
-                0,
-                false,
-                DEFAULT_CHUNK_SIZE,
-                DEFAULT_MAX_LINKS,
-                ShardStrategy::LinksBytes,
-            ),
+            Profile::UnixfsV0_2015 => (0, false, DEFAULT_CHUNK_SIZE, DEFAULT_MAX_LINKS, ShardStrategy::LinksBytes),
             Profile::UnixfsV1_2025 => (1, true, 1024 * 1024, 1024, ShardStrategy::BlockBytes),
         };
         if let Some(v) = self.cid_version {
@@ -191,48 +175,20 @@ impl Options {
         } else {
             None
         };
-        let cids = CidParams {
-            version: if version == 0 {
-                CidVersion::V0
-            } else {
-                CidVersion::V1
-            },
-            hash,
-            inline_limit,
-        };
+        let cids =
+            CidParams { version: if version == 0 { CidVersion::V0 } else { CidVersion::V1 }, hash, inline_limit };
         let (layout, leaf) = if self.trickle {
-            let leaf = if raw_leaves {
-                LeafKind::Raw
-            } else {
-                LeafKind::UnixfsRaw
-            };
-            (
-                Layout::Trickle {
-                    max_links,
-                    layer_repeat: TRICKLE_LAYER_REPEAT,
-                },
-                leaf,
-            )
+            let leaf = if raw_leaves { LeafKind::Raw } else { LeafKind::UnixfsRaw };
+            (Layout::Trickle { max_links, layer_repeat: TRICKLE_LAYER_REPEAT }, leaf)
         } else {
-            let leaf = if raw_leaves {
-                LeafKind::Raw
-            } else {
-                LeafKind::File
-            };
+            let leaf = if raw_leaves { LeafKind::Raw } else { LeafKind::File };
             (Layout::Balanced { max_links }, leaf)
         };
-        let chunk_size = self
-            .chunk_size
-            .or_else(|| ChunkSize::new(chunk))
-            .unwrap_or(ChunkSize(NonZeroUsize::MIN));
+        let chunk_size = self.chunk_size.or_else(|| ChunkSize::new(chunk)).unwrap_or(ChunkSize(NonZeroUsize::MIN));
         Ok(Params {
             chunk_size,
             file: FileParams { cids, leaf, layout },
-            dir: DirParams {
-                cids,
-                shard_threshold: Some(DEFAULT_SHARD_THRESHOLD),
-                strategy,
-            },
+            dir: DirParams { cids, shard_threshold: Some(DEFAULT_SHARD_THRESHOLD), strategy },
         })
     }
 }
@@ -244,20 +200,11 @@ mod tests {
     #[test]
     fn chunker_strings() {
         assert_eq!("size-1".parse::<ChunkSize>().map(ChunkSize::get), Ok(1));
-        assert_eq!(
-            "size-1048576".parse::<ChunkSize>().map(ChunkSize::get),
-            Ok(MAX_CHUNK_SIZE)
-        );
-        assert_eq!(
-            "default".parse::<ChunkSize>().map(ChunkSize::get),
-            Ok(DEFAULT_CHUNK_SIZE)
-        );
+        assert_eq!("size-1048576".parse::<ChunkSize>().map(ChunkSize::get), Ok(MAX_CHUNK_SIZE));
+        assert_eq!("default".parse::<ChunkSize>().map(ChunkSize::get), Ok(DEFAULT_CHUNK_SIZE));
         for (s, bad) in [
             ("size-0", ChunkerError::OutOfRange("size-0".into())),
-            (
-                "size-99999999",
-                ChunkerError::OutOfRange("size-99999999".into()),
-            ),
+            ("size-99999999", ChunkerError::OutOfRange("size-99999999".into())),
             ("size-", ChunkerError::NotANumber("size-".into())),
             ("size-x", ChunkerError::NotANumber("size-x".into())),
             ("rabin", ChunkerError::Unsupported("rabin".into())),
@@ -268,44 +215,17 @@ mod tests {
 
     #[test]
     fn kubo_flag_rules() {
-        let v1 = Options {
-            cid_version: Some(1),
-            ..Default::default()
-        }
-        .resolve()
-        .expect("valid");
+        let v1 = Options { cid_version: Some(1), ..Default::default() }.resolve().expect("valid");
         assert_eq!(v1.file.leaf, LeafKind::Raw);
         assert_eq!(v1.chunk_size.get(), DEFAULT_CHUNK_SIZE);
-        let sha512 = Options {
-            hash: Some(HashFunction::Sha2_512),
-            ..Default::default()
-        }
-        .resolve()
-        .expect("valid");
+        let sha512 = Options { hash: Some(HashFunction::Sha2_512), ..Default::default() }.resolve().expect("valid");
         assert_eq!(sha512.file.cids.version, CidVersion::V1);
         assert_eq!(
-            Options {
-                hash: Some(HashFunction::Blake3),
-                cid_version: Some(0),
-                ..Default::default()
-            }
-            .resolve(),
+            Options { hash: Some(HashFunction::Blake3), cid_version: Some(0), ..Default::default() }.resolve(),
             Err(OptionsError::V0Hash(HashFunction::Blake3))
         );
-        assert_eq!(
-            Options {
-                cid_version: Some(2),
-                ..Default::default()
-            }
-            .resolve(),
-            Err(OptionsError::CidVersion(2))
-        );
-        let trickle = Options {
-            trickle: true,
-            ..Default::default()
-        }
-        .resolve()
-        .expect("valid");
+        assert_eq!(Options { cid_version: Some(2), ..Default::default() }.resolve(), Err(OptionsError::CidVersion(2)));
+        let trickle = Options { trickle: true, ..Default::default() }.resolve().expect("valid");
         assert_eq!(trickle.file.leaf, LeafKind::UnixfsRaw);
     }
 }

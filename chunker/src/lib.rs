@@ -5,8 +5,8 @@
 //! and receive blocks; where the blocks go is theirs to decide.
 
 pub mod block;
-pub mod chunk;
 pub mod car;
+pub mod chunk;
 pub mod dagpb;
 pub mod dir;
 pub mod file;

@@ -87,9 +87,7 @@ impl Data {
 
     /// Serialises the message.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            self.data.as_ref().map_or(0, Vec::len) + 16 + self.blocksizes.len() * 5,
-        );
+        let mut out = Vec::with_capacity(self.data.as_ref().map_or(0, Vec::len) + 16 + self.blocksizes.len() * 5);
         self.encode_into(&mut out);
         out
     }
@@ -119,11 +117,7 @@ impl Data {
             out.push(0x30);
             varint::encode(f, out);
         }
-        let default_mode = if self.kind.is_directory() {
-            DEFAULT_DIRECTORY_MODE
-        } else {
-            DEFAULT_FILE_MODE
-        };
+        let default_mode = if self.kind.is_directory() { DEFAULT_DIRECTORY_MODE } else { DEFAULT_FILE_MODE };
         if let Some(mode) = self.mode.filter(|&m| m != default_mode) {
             out.push(0x38);
             varint::encode(u64::from(mode), out);
@@ -154,20 +148,14 @@ impl Data {
             match (field, wire) {
                 (1, 0) => {
                     let v = reader.varint()?;
-                    kind = Some(
-                        DataType::from_u64(v)
-                            .ok_or(DecodeError::Malformed("unknown UnixFS type", at))?,
-                    );
+                    kind = Some(DataType::from_u64(v).ok_or(DecodeError::Malformed("unknown UnixFS type", at))?);
                 }
                 (2, 2) => out.data = Some(reader.bytes()?.to_vec()),
                 (3, 0) => out.filesize = Some(reader.varint()?),
                 (4, 0) => out.blocksizes.push(reader.varint()?),
                 (4, 2) => {
                     let packed = reader.bytes()?;
-                    let mut inner = Reader {
-                        buf: packed,
-                        pos: 0,
-                    };
+                    let mut inner = Reader { buf: packed, pos: 0 };
                     while !inner.done() {
                         out.blocksizes.push(inner.varint()?);
                     }
@@ -176,10 +164,7 @@ impl Data {
                 (6, 0) => out.fanout = Some(reader.varint()?),
                 (7, 0) => {
                     let mode = reader.varint()?;
-                    out.mode = Some(
-                        u32::try_from(mode)
-                            .map_err(|_| DecodeError::Malformed("mode overflows u32", at))?,
-                    );
+                    out.mode = Some(u32::try_from(mode).map_err(|_| DecodeError::Malformed("mode overflows u32", at))?);
                 }
                 (8, 2) => out.mtime = Some(decode_time(reader.bytes()?, at)?),
                 (_, wire) => reader.skip(wire)?,
@@ -227,10 +212,7 @@ mod tests {
         d.filesize = Some(300);
         d.blocksizes = vec![100, 200];
         d.mode = Some(0o600);
-        d.mtime = Some(UnixTime {
-            seconds: -5,
-            nanos: Some(7),
-        });
+        d.mtime = Some(UnixTime { seconds: -5, nanos: Some(7) });
         assert_eq!(Data::decode(&d.encode()), Ok(d));
         let mut h = Data::new(DataType::HamtShard);
         h.data = Some(vec![1, 0]);

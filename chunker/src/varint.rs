@@ -40,30 +40,14 @@ pub fn decode(buf: &[u8]) -> Result<(u64, usize), VarintError> {
             return Ok((value, i + 1));
         }
     }
-    if buf.len() >= MAX_LEN {
-        Err(VarintError::Overflow)
-    } else {
-        Err(VarintError::Truncated)
-    }
+    if buf.len() >= MAX_LEN { Err(VarintError::Overflow) } else { Err(VarintError::Truncated) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const VALUES: &[u64] = &[
-        0,
-        1,
-        127,
-        128,
-        255,
-        300,
-        16383,
-        16384,
-        u32::MAX as u64,
-        u64::MAX - 1,
-        u64::MAX,
-    ];
+    const VALUES: &[u64] = &[0, 1, 127, 128, 255, 300, 16383, 16384, u32::MAX as u64, u64::MAX - 1, u64::MAX];
 
     #[test]
     fn round_trip() {
@@ -74,11 +58,7 @@ mod tests {
             assert_eq!(decode(&buf), Ok((v, buf.len())), "{v}");
             assert_eq!(
                 decode(&buf[..buf.len() - 1]).err(),
-                if buf.len() > 1 {
-                    Some(VarintError::Truncated)
-                } else {
-                    Some(VarintError::Truncated)
-                }
+                if buf.len() > 1 { Some(VarintError::Truncated) } else { Some(VarintError::Truncated) }
             );
         }
     }
@@ -86,9 +66,6 @@ mod tests {
     #[test]
     fn rejects_overflow() {
         assert_eq!(decode(&[0xff; 11]), Err(VarintError::Overflow));
-        assert_eq!(
-            decode(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]),
-            Err(VarintError::Overflow)
-        );
+        assert_eq!(decode(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]), Err(VarintError::Overflow));
     }
 }

@@ -46,7 +46,13 @@ fn rebuilds_kubo_hamt_byte_for_byte() {
 }
 
 /// Walks a shard and its sub-shards, checking each name's slot at its depth, and gathers the entries.
-fn collect(blocks: &HashMap<Cid, Vec<u8>>, node: &PbNode, depth: usize, dir: &mut DirectoryBuilder, entries: &mut usize) {
+fn collect(
+    blocks: &HashMap<Cid, Vec<u8>>,
+    node: &PbNode,
+    depth: usize,
+    dir: &mut DirectoryBuilder,
+    entries: &mut usize,
+) {
     for link in &node.links {
         let name = link.name.as_deref().expect("named link");
         let slot = u8::from_str_radix(&name[..2], 16).expect("hex prefix");

@@ -29,11 +29,23 @@ const TEXT_VECTORS: &[(&str, &str, &str)] = &[
     ("hello world\n", "--cid-version=1", "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4"),
     ("hello world", "", "Qmf412jQZiuVUtdgnB36FXFX7xg5V6KEbSJ4dpQuhkLyfD"),
     ("hello world", "--cid-version=1", "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"),
-    ("hello world", "--cid-version=1 --raw-leaves=false", "bafybeihykld7uyxzogax6vgyvag42y7464eywpf55gxi5qpoisibh3c5wa"),
-    ("hello world", "--hash=sha2-512", "bafkrgqbqt3gerhas23vuzrapkdeqf4vu2dwxp3srdj6hvg6nhsug2tgyn6mj3u23yx7utftq3i2ckw2fwdh5qmhid5qf3t35yvkc5e5ottlw6"),
+    (
+        "hello world",
+        "--cid-version=1 --raw-leaves=false",
+        "bafybeihykld7uyxzogax6vgyvag42y7464eywpf55gxi5qpoisibh3c5wa",
+    ),
+    (
+        "hello world",
+        "--hash=sha2-512",
+        "bafkrgqbqt3gerhas23vuzrapkdeqf4vu2dwxp3srdj6hvg6nhsug2tgyn6mj3u23yx7utftq3i2ckw2fwdh5qmhid5qf3t35yvkc5e5ottlw6",
+    ),
     ("Hello Worlds!\n", "", "QmVr26fY1tKyspEJBniVhqxQeEjhF78XerGiqWAwraVLQH"),
     ("Hello Worlds!\n", "--trickle", "QmUkUQgxXeggyaD5Ckv8ZqfW8wHBX6cYyeiyqvVZYzq5Bi"),
-    ("Hello from IPFS Gateway Checker\n", "--cid-version=1 --raw-leaves=false", "bafybeifx7yeb55armcsxwwitkymga5xf53dxiarykms3ygqic223w5sk3m"),
+    (
+        "Hello from IPFS Gateway Checker\n",
+        "--cid-version=1 --raw-leaves=false",
+        "bafybeifx7yeb55armcsxwwitkymga5xf53dxiarykms3ygqic223w5sk3m",
+    ),
 ];
 
 #[test]

@@ -52,7 +52,10 @@ pub struct AddOptions {
 pub enum AddInput {
     Path(PathBuf),
     /// A stream (stdin, an HTTP body) and the name to report it under.
-    Stream { name: Option<String>, reader: Box<dyn Read + Send> },
+    Stream {
+        name: Option<String>,
+        reader: Box<dyn Read + Send>,
+    },
 }
 
 impl std::fmt::Debug for AddInput {
@@ -251,7 +254,8 @@ impl Ctx<'_, '_> {
             for entry in fs::read_dir(path).map_err(|e| read_err(path, e))? {
                 let entry = entry.map_err(|e| read_err(path, e))?;
                 let name = entry.file_name();
-                let name = name.to_str().ok_or_else(|| AddError::BadName { path: entry.path().display().to_string() })?;
+                let name =
+                    name.to_str().ok_or_else(|| AddError::BadName { path: entry.path().display().to_string() })?;
                 if !self.opts.hidden && name.starts_with('.') {
                     continue;
                 }

@@ -50,7 +50,12 @@ impl Node {
         &self.repo
     }
 
-    pub fn add(&self, inputs: Vec<AddInput>, opts: &AddOptions, events: &mut dyn AddEvents) -> Result<Vec<Added>, AddError> {
+    pub fn add(
+        &self,
+        inputs: Vec<AddInput>,
+        opts: &AddOptions,
+        events: &mut dyn AddEvents,
+    ) -> Result<Vec<Added>, AddError> {
         add::add(self.repo.store(), inputs, opts, events)
     }
 

@@ -47,7 +47,13 @@ pub enum BlockError {
 
 /// `block put`: stores bytes as one block named with `codec` and `hash` (CIDv1; CIDv0 for dag-pb with
 /// sha2-256 when `v0` is set).
-pub fn block_put(store: &BlockStore, data: Vec<u8>, codec: u64, hash: HashFunction, v0: bool) -> Result<Cid, BlockError> {
+pub fn block_put(
+    store: &BlockStore,
+    data: Vec<u8>,
+    codec: u64,
+    hash: HashFunction,
+    v0: bool,
+) -> Result<Cid, BlockError> {
     if data.len() > MAX_BLOCK_SIZE {
         return Err(BlockError::TooLarge { size: data.len() });
     }
@@ -216,7 +222,11 @@ fn rollback(store: &BlockStore, added: &[Multihash]) {
     }
 }
 
-fn import_inner(store: &BlockStore, input: impl Read, added: &mut Vec<Multihash>) -> Result<(Vec<Cid>, u64), BlockError> {
+fn import_inner(
+    store: &BlockStore,
+    input: impl Read,
+    added: &mut Vec<Multihash>,
+) -> Result<(Vec<Cid>, u64), BlockError> {
     let mut reader = CarReader::new(input)?;
     let roots = reader.roots().to_vec();
     let mut batch: Vec<Block> = Vec::with_capacity(IMPORT_BATCH);

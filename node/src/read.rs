@@ -10,11 +10,11 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 
+use btfs_chunker::Cid;
 use btfs_chunker::block::RAW;
 use btfs_chunker::dagpb::{self, DecodeError, PbNode};
 use btfs_chunker::dir::hamt_index;
 use btfs_chunker::unixfs::{Data, DataType};
-use btfs_chunker::Cid;
 
 use crate::repo::{BlockStore, StoreError};
 
@@ -137,7 +137,13 @@ pub fn file_size(store: &BlockStore, cid: &Cid) -> Result<u64, ReadError> {
 }
 
 /// Writes bytes `[offset, offset + length)` of the file at `cid` to `out`.
-pub fn cat(store: &BlockStore, cid: &Cid, offset: u64, length: Option<u64>, out: &mut dyn Write) -> Result<u64, ReadError> {
+pub fn cat(
+    store: &BlockStore,
+    cid: &Cid,
+    offset: u64,
+    length: Option<u64>,
+    out: &mut dyn Write,
+) -> Result<u64, ReadError> {
     // Fail early, on the caller's thread, for directories and missing roots.
     if let Node::Pb(_, d) = load(store, cid)?
         && d.kind.is_directory()
@@ -296,10 +302,8 @@ pub fn get(store: &BlockStore, cid: &Cid, dest: &Path) -> Result<(), ReadError> 
     if dest.exists() {
         return Err(out_err(dest)(io::Error::new(io::ErrorKind::AlreadyExists, "destination already exists")));
     }
-    let tmp = dest.with_file_name(format!(
-        ".{}.btfs-partial",
-        dest.file_name().and_then(|n| n.to_str()).unwrap_or("get")
-    ));
+    let tmp =
+        dest.with_file_name(format!(".{}.btfs-partial", dest.file_name().and_then(|n| n.to_str()).unwrap_or("get")));
     let result = write_tree(store, cid, &tmp, 0);
     match result {
         Ok(()) => fs::rename(&tmp, dest).map_err(out_err(dest)),

@@ -23,10 +23,7 @@ use tempfile::TempDir;
 /// that holds the test executable.
 pub fn btfs_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable has a path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test executable lives in target/<profile>/deps/");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("the test executable lives in target/<profile>/deps/");
     let bin = profile_dir.join(format!("btfs{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.is_file(),
@@ -46,10 +43,7 @@ pub struct TestRepo {
 impl TestRepo {
     /// Creates the directory and runs `btfs init --profile test` in it.
     pub fn init() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("btfs-repo-")
-            .tempdir()
-            .expect("create a temporary BTFS_PATH");
+        let dir = tempfile::Builder::new().prefix("btfs-repo-").tempdir().expect("create a temporary BTFS_PATH");
         let repo = Self { dir };
         repo.run_ok(&["init", "--profile", "test"]);
         repo
@@ -69,10 +63,7 @@ impl TestRepo {
 
     /// Runs `btfs <args>` to completion.
     pub fn run(&self, args: &[&str]) -> Output {
-        self.command()
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", btfs_bin().display()))
+        self.command().args(args).output().unwrap_or_else(|e| panic!("cannot start {}: {e}", btfs_bin().display()))
     }
 
     /// Runs `btfs <args>` and returns its stdout; panics with its stderr if it fails.
@@ -149,9 +140,7 @@ impl Profile {
     }
 
     fn parse(name: &str) -> Option<Self> {
-        [Self::UnixfsV0_2015, Self::UnixfsV1_2025]
-            .into_iter()
-            .find(|p| p.name() == name)
+        [Self::UnixfsV0_2015, Self::UnixfsV1_2025].into_iter().find(|p| p.name() == name)
     }
 }
 
@@ -344,12 +333,7 @@ pub fn js_oracle(cases: &[OracleCase]) -> HashMap<String, String> {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start `node` (Node 20 must be on PATH): {e}"));
     // The oracle reads all of stdin before it writes anything, so writing first cannot deadlock.
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(&input)
-        .expect("write the cases to the oracle");
+    child.stdin.take().expect("stdin is piped").write_all(&input).expect("write the cases to the oracle");
     let output = child.wait_with_output().expect("wait for the oracle");
     assert!(
         output.status.success(),
@@ -386,10 +370,7 @@ pub fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String 
     }
     let mut out = String::new();
     let mut line = |cells: &mut dyn Iterator<Item = &str>| {
-        let parts: Vec<String> = cells
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
+        let parts: Vec<String> = cells.zip(widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
         out.push_str(parts.join("  ").trim_end());
         out.push('\n');
     };
@@ -418,8 +399,7 @@ pub mod fixtures {
 
     fn read(name: &str) -> String {
         let path = dir().join(name);
-        fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("cannot read the fixture {}: {e}", path.display()))
+        fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read the fixture {}: {e}", path.display()))
     }
 
     /// The content column of `cid-vectors.tsv`.
@@ -439,9 +419,8 @@ pub mod fixtures {
                 return len.parse().map(Self::Zeros).map_err(|e| format!("{spec:?}: {e}"));
             }
             if let Some(rest) = spec.strip_prefix("chacha20:") {
-                let (seed, len) = rest
-                    .rsplit_once(':')
-                    .ok_or_else(|| format!("{spec:?}: expected chacha20:<seed>:<bytes>"))?;
+                let (seed, len) =
+                    rest.rsplit_once(':').ok_or_else(|| format!("{spec:?}: expected chacha20:<seed>:<bytes>"))?;
                 let len = len.parse().map_err(|e| format!("{spec:?}: {e}"))?;
                 return Ok(Self::ChaCha20 { seed: seed.to_owned(), len });
             }
@@ -517,13 +496,11 @@ pub mod fixtures {
             let [content, options, cid, source] = cols[..] else {
                 panic!("cid-vectors.tsv line {}: expected 4 columns: {line:?}", n + 1);
             };
-            let parse = |r: Result<_, String>| {
-                r.unwrap_or_else(|e| panic!("cid-vectors.tsv line {}: {e}", n + 1))
-            };
+            let fail = |e: String| -> ! { panic!("cid-vectors.tsv line {}: {e}", n + 1) };
             rows.push(FileVector {
                 id: format!("tsv line {}: {content} {options}", n + 1),
-                content: parse(Content::parse(content)),
-                opts: parse(AddOptions::from_kubo_flags(options)),
+                content: Content::parse(content).unwrap_or_else(|e| fail(e)),
+                opts: AddOptions::from_kubo_flags(options).unwrap_or_else(|e| fail(e)),
                 cid: cid.to_owned(),
                 source: source.to_owned(),
             });
@@ -593,22 +570,14 @@ pub mod fixtures {
     /// The file names kubo's `createDeterministicFiles(dir, files, name_len, last_name_len, seed)`
     /// creates: one keystream ([`KeyStream`] of `seed`) read `name_len` bytes per name (the last name
     /// `last_name_len`), each byte mapped to `ALPHABET_EASY[byte % 39]`.
-    pub fn kubo_deterministic_names(
-        files: usize,
-        name_len: usize,
-        last_name_len: usize,
-        seed: &str,
-    ) -> Vec<String> {
+    pub fn kubo_deterministic_names(files: usize, name_len: usize, last_name_len: usize, seed: &str) -> Vec<String> {
         let mut stream = KeyStream::new(seed);
         let names: Vec<String> = (0..files)
             .map(|i| {
                 let len = if i + 1 == files { last_name_len } else { name_len };
                 let mut bytes = vec![0u8; len];
                 stream.fill(&mut bytes);
-                bytes
-                    .iter()
-                    .map(|b| char::from(ALPHABET_EASY[usize::from(*b) % ALPHABET_EASY.len()]))
-                    .collect()
+                bytes.iter().map(|b| char::from(ALPHABET_EASY[usize::from(*b) % ALPHABET_EASY.len()])).collect()
             })
             .collect();
         let distinct: std::collections::HashSet<&String> = names.iter().collect();
@@ -649,16 +618,76 @@ pub mod fixtures {
         let md = "cid-dir-vectors.md";
         let profiles = "kubo test/cli/cid_profiles_test.go";
         vec![
-            DirVector { id: "empty dir", spec: DirSpec::Empty, opts: default.clone(), cid: "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn", source: md },
-            DirVector { id: "empty dir cid-v1", spec: DirSpec::Empty, opts: v1.clone(), cid: "bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354", source: md },
-            DirVector { id: "planets", spec: DirSpec::Planets, opts: default.clone(), cid: "QmWSgS32xQEcXMeqd3YPJLrNBLSdsfYCep2U7CFkyrjXwY", source: md },
-            DirVector { id: "planets raw-leaves", spec: DirSpec::Planets, opts: raw, cid: "QmfWfQfKCY5Ukv9peBbxM5vqWM9BzmqUSXvdCgjT2wsiBT", source: md },
-            DirVector { id: "planets cid-v1", spec: DirSpec::Planets, opts: v1, cid: "bafybeih7e5dmkyk25up5vxug4q3hrg2fxbzf23dfrac2fns5h7z4aa7ioi", source: md },
-            DirVector { id: "planets cid-v1 no-raw", spec: DirSpec::Planets, opts: v1_no_raw, cid: "bafybeif5tuep5ap2d7zyhbktucey75aoacxufgt6i3v4gebmixyipnyp7y", source: md },
-            DirVector { id: "hamt v0 at threshold (4096 x 30)", spec: v0_hamt(4096, 30), opts: default.clone(), cid: "QmX5GtRk3TSSEHtdrykgqm4eqMEn3n2XhfkFAis5fjyZmN", source: md },
-            DirVector { id: "hamt v0 over threshold (4033 x 31)", spec: v0_hamt(4033, 31), opts: default, cid: "QmeMiJzmhpJAUgynAcxTQYek5PPKgdv3qEvFsdV3XpVnvP", source: md },
-            DirVector { id: "hamt v1-2025 at threshold (4765 x 11 + 21)", spec: v1_hamt(21), opts: v1_2025.clone(), cid: "bafybeic3h7rwruealwxkacabdy45jivq2crwz6bufb5ljwupn36gicplx4", source: profiles },
-            DirVector { id: "hamt v1-2025 over threshold (4765 x 11 + 22)", spec: v1_hamt(22), opts: v1_2025, cid: "bafybeiegvuterwurhdtkikfhbxcldohmxp566vpjdofhzmnhv6o4freidu", source: profiles },
+            DirVector {
+                id: "empty dir",
+                spec: DirSpec::Empty,
+                opts: default.clone(),
+                cid: "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn",
+                source: md,
+            },
+            DirVector {
+                id: "empty dir cid-v1",
+                spec: DirSpec::Empty,
+                opts: v1.clone(),
+                cid: "bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354",
+                source: md,
+            },
+            DirVector {
+                id: "planets",
+                spec: DirSpec::Planets,
+                opts: default.clone(),
+                cid: "QmWSgS32xQEcXMeqd3YPJLrNBLSdsfYCep2U7CFkyrjXwY",
+                source: md,
+            },
+            DirVector {
+                id: "planets raw-leaves",
+                spec: DirSpec::Planets,
+                opts: raw,
+                cid: "QmfWfQfKCY5Ukv9peBbxM5vqWM9BzmqUSXvdCgjT2wsiBT",
+                source: md,
+            },
+            DirVector {
+                id: "planets cid-v1",
+                spec: DirSpec::Planets,
+                opts: v1,
+                cid: "bafybeih7e5dmkyk25up5vxug4q3hrg2fxbzf23dfrac2fns5h7z4aa7ioi",
+                source: md,
+            },
+            DirVector {
+                id: "planets cid-v1 no-raw",
+                spec: DirSpec::Planets,
+                opts: v1_no_raw,
+                cid: "bafybeif5tuep5ap2d7zyhbktucey75aoacxufgt6i3v4gebmixyipnyp7y",
+                source: md,
+            },
+            DirVector {
+                id: "hamt v0 at threshold (4096 x 30)",
+                spec: v0_hamt(4096, 30),
+                opts: default.clone(),
+                cid: "QmX5GtRk3TSSEHtdrykgqm4eqMEn3n2XhfkFAis5fjyZmN",
+                source: md,
+            },
+            DirVector {
+                id: "hamt v0 over threshold (4033 x 31)",
+                spec: v0_hamt(4033, 31),
+                opts: default,
+                cid: "QmeMiJzmhpJAUgynAcxTQYek5PPKgdv3qEvFsdV3XpVnvP",
+                source: md,
+            },
+            DirVector {
+                id: "hamt v1-2025 at threshold (4765 x 11 + 21)",
+                spec: v1_hamt(21),
+                opts: v1_2025.clone(),
+                cid: "bafybeic3h7rwruealwxkacabdy45jivq2crwz6bufb5ljwupn36gicplx4",
+                source: profiles,
+            },
+            DirVector {
+                id: "hamt v1-2025 over threshold (4765 x 11 + 22)",
+                spec: v1_hamt(22),
+                opts: v1_2025,
+                cid: "bafybeiegvuterwurhdtkikfhbxcldohmxp566vpjdofhzmnhv6o4freidu",
+                source: profiles,
+            },
         ]
     }
 
@@ -690,12 +719,9 @@ mod tests {
 
     #[test]
     fn kubo_flags_round_trip_to_cli_args() {
-        let opts = AddOptions::from_kubo_flags("--cid-version=1 --raw-leaves=false --hash=blake3 -w")
-            .expect("valid flags");
-        assert_eq!(
-            opts.cli_args(),
-            ["--cid-version", "1", "--raw-leaves=false", "--hash", "blake3", "-w"]
-        );
+        let opts =
+            AddOptions::from_kubo_flags("--cid-version=1 --raw-leaves=false --hash=blake3 -w").expect("valid flags");
+        assert_eq!(opts.cli_args(), ["--cid-version", "1", "--raw-leaves=false", "--hash", "blake3", "-w"]);
         assert!(AddOptions::from_kubo_flags("--inline").is_err());
     }
 
@@ -726,6 +752,9 @@ mod tests {
         let mut block = [0u8; 64 + 16];
         cipher.apply_keystream(&mut block);
         // counter 1 starts at byte 64: RFC 8439 §2.4.2 uses initial counter 1
-        assert_eq!(&block[64..80], &[0x22, 0x4f, 0x51, 0xf3, 0x40, 0x1b, 0xd9, 0xe1, 0x2f, 0xde, 0x27, 0x6f, 0xb8, 0x63, 0x1d, 0xed]);
+        assert_eq!(
+            &block[64..80],
+            &[0x22, 0x4f, 0x51, 0xf3, 0x40, 0x1b, 0xd9, 0xe1, 0x2f, 0xde, 0x27, 0x6f, 0xb8, 0x63, 0x1d, 0xed]
+        );
     }
 }

@@ -20,8 +20,7 @@ use std::path::{Path, PathBuf};
 
 use btfs_tests::fixtures::{self, Content, DirSpec};
 use btfs_tests::{
-    AddOptions, HashFn, KeyStream, OracleCase, Profile, TestRepo, btfs_add_cid, js_oracle, table,
-    write_chacha20_file,
+    AddOptions, HashFn, KeyStream, OracleCase, Profile, TestRepo, btfs_add_cid, js_oracle, table, write_chacha20_file,
 };
 use tempfile::TempDir;
 
@@ -37,6 +36,15 @@ const V1_LINKS: u64 = 1024;
 const TRICKLE_REPEAT: u64 = 4;
 /// Published vectors above this size go to the oracle one at a time.
 const ORACLE_BATCH_LIMIT: u64 = 64 << 20;
+
+/// Names whose byte order matters: case, prefixes of each other, punctuation below and above
+/// letters, and U+FF5E (3 UTF-8 bytes) against U+1F642 (4 bytes), which UTF-16 order sorts the
+/// other way round.
+#[rustfmt::skip]
+const SORTING_NAMES: &[&str] = &[
+    "B", "a", "A", "b", "a.txt", "ab", "a-b", "a b", "aa", "a_", "e", "é", "z", "Z", "日本語", "🙂", "\u{FF5E}",
+    "1", "10", "2", "_", "-", "~",
+];
 
 fn opts() -> AddOptions {
     AddOptions::default()
@@ -71,10 +79,7 @@ struct Inputs {
 
 impl Inputs {
     fn new() -> Self {
-        let root = tempfile::Builder::new()
-            .prefix("btfs-oracle-")
-            .tempdir()
-            .expect("create the input tempdir");
+        let root = tempfile::Builder::new().prefix("btfs-oracle-").tempdir().expect("create the input tempdir");
         fs::create_dir(root.path().join("files")).expect("create files/");
         fs::create_dir(root.path().join("dirs")).expect("create dirs/");
         Self { root, files: Default::default() }
@@ -240,14 +245,8 @@ impl Suite {
             seeded_file(&d.join("sub/empty.txt"), 0)?;
             seeded_file(&d.join("sub/deeper/c.txt"), 300)
         });
-        // Byte order of UTF-8 names: case, prefixes, punctuation below letters, and U+FF5E (3 UTF-8
-        // bytes) against U+1F642 (4 bytes), which UTF-16 order sorts the other way round.
         let sorting = inputs.dir("sorting", |d| {
-            let names = [
-                "B", "a", "A", "b", "a.txt", "ab", "a-b", "a b", "aa", "a_", "e", "é", "z", "Z", "日本語",
-                "🙂", "\u{FF5E}", "1", "10", "2", "_", "-", "~",
-            ];
-            for (i, name) in names.iter().enumerate() {
+            for (i, name) in SORTING_NAMES.iter().enumerate() {
                 seeded_file(&d.join(name), i as u64 * 7)?;
             }
             fs::create_dir(d.join("ab-dir"))?;
@@ -399,10 +398,12 @@ impl Vector {
 }
 
 fn published_vectors() -> Vec<Vector> {
-    let files = fixtures::file_vectors()
-        .into_iter()
-        .chain(fixtures::kubo_profile_file_vectors())
-        .map(|v| Vector { id: v.id, input: VectorInput::File(v.content), opts: v.opts, cid: v.cid });
+    let files = fixtures::file_vectors().into_iter().chain(fixtures::kubo_profile_file_vectors()).map(|v| Vector {
+        id: v.id,
+        input: VectorInput::File(v.content),
+        opts: v.opts,
+        cid: v.cid,
+    });
     let dirs = fixtures::dir_vectors().into_iter().map(|v| Vector {
         id: v.id.to_owned(),
         input: VectorInput::Dir(v.spec),
@@ -480,8 +481,7 @@ fn dir_vector_table_covers_markdown() {
     let missing: Vec<String> = fixtures::dir_vector_cids_in_markdown()
         .into_iter()
         .filter(|cid| {
-            !table.contains(&cid.as_str())
-                && !fixtures::DIR_VECTORS_NOT_REPRODUCIBLE.iter().any(|(c, _)| c == cid)
+            !table.contains(&cid.as_str()) && !fixtures::DIR_VECTORS_NOT_REPRODUCIBLE.iter().any(|(c, _)| c == cid)
         })
         .collect();
     assert!(missing.is_empty(), "cid-dir-vectors.md has CIDs the tests do not check: {missing:?}");

@@ -272,7 +272,8 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Get { path: p, output } => {
             let node = Node::open(&path)?;
-            let dest = output.unwrap_or_else(|| PathBuf::from(p.trim_end_matches('/').rsplit('/').next().unwrap_or(&p)));
+            let dest =
+                output.unwrap_or_else(|| PathBuf::from(p.trim_end_matches('/').rsplit('/').next().unwrap_or(&p)));
             eprintln!("Saving file(s) to {}", dest.display());
             node.get(&p, &dest)?;
         }
@@ -318,7 +319,9 @@ pub fn run(cli: Cli) -> Result<()> {
                     let v = if as_json {
                         serde_json::from_str(&raw).with_context(|| format!("value for {key} is not valid JSON"))?
                     } else if as_bool {
-                        serde_json::Value::Bool(raw.parse().with_context(|| format!("value for {key} is not true or false"))?)
+                        serde_json::Value::Bool(
+                            raw.parse().with_context(|| format!("value for {key} is not true or false"))?,
+                        )
                     } else {
                         serde_json::Value::String(raw)
                     };
@@ -360,7 +363,8 @@ impl AddEvents for Printer<'_> {
             return;
         }
         let line = if self.json {
-            serde_json::json!({"Name": entry.name, "Hash": entry.cid.to_string(), "Size": entry.size.to_string()}).to_string()
+            serde_json::json!({"Name": entry.name, "Hash": entry.cid.to_string(), "Size": entry.size.to_string()})
+                .to_string()
         } else if self.quiet {
             entry.cid.to_string()
         } else if entry.name.is_empty() {
@@ -369,9 +373,7 @@ impl AddEvents for Printer<'_> {
             format!("added {} {}", entry.cid, entry.name)
         };
         let res = match &self.bar {
-            Some(bar) => {
-                bar.suspend(|| writeln!(self.out, "{line}").and_then(|()| self.out.flush()))
-            }
+            Some(bar) => bar.suspend(|| writeln!(self.out, "{line}").and_then(|()| self.out.flush())),
             None => writeln!(self.out, "{line}"),
         };
         if let Err(e) = res {

@@ -156,7 +156,8 @@ impl ConfigFile {
 
     /// Reads and validates the config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         let invalid = |reason: String| ConfigError::Invalid { path: path.display().to_string(), reason };
         let tree: Value = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
         let typed: Config = serde_json::from_value(tree.clone()).map_err(|e| invalid(e.to_string()))?;
@@ -197,7 +198,10 @@ impl ConfigFile {
         let parts: Vec<&str> = key.split('.').collect();
         for (i, part) in parts.iter().enumerate() {
             let Value::Object(map) = node else {
-                return Err(ConfigError::BadValue { key: key.into(), reason: format!("{} is not an object", parts[..i].join(".")) });
+                return Err(ConfigError::BadValue {
+                    key: key.into(),
+                    reason: format!("{} is not an object", parts[..i].join(".")),
+                });
             };
             if i + 1 == parts.len() {
                 map.insert((*part).to_string(), value);

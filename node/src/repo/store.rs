@@ -247,7 +247,10 @@ impl BlockStore {
 
     /// The pin on `cid`, if any.
     pub fn pin(&self, cid: &Cid) -> Result<Option<PinKind>, StoreError> {
-        let v = self.db.get_cf(self.cf(CF_PINS)?, cid.to_bytes()).map_err(|source| StoreError::Read { cid: *cid, source })?;
+        let v = self
+            .db
+            .get_cf(self.cf(CF_PINS)?, cid.to_bytes())
+            .map_err(|source| StoreError::Read { cid: *cid, source })?;
         Ok(v.and_then(|v| v.first().copied()).and_then(PinKind::from_byte))
     }
 
