@@ -26,12 +26,15 @@ use cid::Cid;
 use crate::hash::{self, VerifyError};
 use crate::varint;
 
-/// Largest CAR header we read, in bytes after the length varint. A header holds only roots, so a megabyte
-/// is thousands of them; go-car's limit (32 MiB) is far above anything a real export writes.
+/// Largest CAR header we read, in bytes after the length varint. A header holds only roots, some 40 bytes
+/// each, so a megabyte is about 25,000 of them; go-car's default limit (32 MiB) is far above anything a
+/// real export writes. A root takes at least 8 bytes, so a header this size decodes to at most 131,072
+/// roots: that, not the byte count, bounds the memory a hostile header costs (12 MiB of `Cid`s).
 pub const MAX_HEADER_LEN: u64 = 1 << 20;
 
 /// Largest CAR section we read or write, in bytes after the length varint: a 2 MiB block, the largest block
-/// the node stores or sends over bitswap (kubo's hard block size limit), plus 1 KiB for its CID.
+/// the node stores or sends over bitswap (DESIGN.md's block cap), plus 1 KiB for its CID. go-car's default
+/// is 8 MiB, but a larger block could not travel anywhere once imported.
 pub const MAX_SECTION_LEN: u64 = (2 << 20) + 1024;
 
 /// The first 11 bytes of every CARv2 file: `varint(10)` and the dag-cbor map `{"version": 2}` (CARv2 spec).
@@ -46,6 +49,10 @@ const MAX_VARINT_LEN: u32 = 9;
 
 /// The CBOR tag dag-cbor puts on a CID.
 const CID_TAG: u64 = 42;
+
+/// Fewest bytes one root takes in a header: tag 42 (2), byte string head (1), the 0x00 prefix (1) and the
+/// shortest CID, v1 with one-byte codec, hash code and zero-length digest (4).
+const MIN_ROOT_LEN: usize = 8;
 
 /// CBOR major types (RFC 8949 §3.1).
 const MAJOR_UINT: u8 = 0;
@@ -183,8 +190,9 @@ impl<R: Read> CarReader<R> {
     /// Reads and validates the header (and for a CARv2, the pragma, the CARv2 header and the padding up to
     /// the data), leaving the reader at the first section.
     ///
-    /// An empty root list is accepted: the CARv1 spec allows it (go-car refuses it), and a CAR of loose
-    /// blocks has no root to name.
+    /// An empty root list is accepted: the CARv1 spec does not forbid it, and a CAR of loose blocks has no
+    /// root to name (go-car's v1 reader refuses it by default; callers that need a root check
+    /// [`roots`](Self::roots)).
     pub fn new(reader: R) -> Result<Self, CarError> {
         let mut src = Source { inner: reader, pos: 0, end: None };
         let (offset, header) = read_header(&mut src)?;
@@ -493,9 +501,10 @@ impl<'a> Cbor<'a> {
         if major != MAJOR_ARRAY {
             return Err((at, HeaderError::RootsNotArray));
         }
-        // No capacity from `count`: the input claims it. Each root consumes bytes, so the loop ends with
-        // the header at the latest.
-        let mut roots = Vec::new();
+        // `count` is a claim; the bytes left are a fact. Capping by what the rest of the header could hold
+        // keeps the capacity exact for an honest header and bounded for a lying one.
+        let left = self.buf.len().saturating_sub(self.pos);
+        let mut roots = Vec::with_capacity(usize::try_from(count).unwrap_or(usize::MAX).min(left / MIN_ROOT_LEN));
         for _ in 0..count {
             let at = self.pos;
             let not_cid = (at, HeaderError::RootNotCid);
@@ -694,7 +703,7 @@ mod tests {
         (Cid::new_v1(RAW, mh), data.to_vec())
     }
 
-    fn varint(value: u64) -> Vec<u8> {
+    fn uvarint(value: u64) -> Vec<u8> {
         let mut out = Vec::new();
         varint::encode(value, &mut out);
         out
@@ -703,12 +712,12 @@ mod tests {
     /// One section as go-car writes it: `varint(len) cid data`.
     fn section(cid: &Cid, data: &[u8]) -> Vec<u8> {
         let body = [cid.to_bytes(), data.to_vec()].concat();
-        [varint(body.len() as u64), body].concat()
+        [uvarint(body.len() as u64), body].concat()
     }
 
     /// A header from raw dag-cbor bytes.
     fn raw_header(cbor: &[u8]) -> Vec<u8> {
-        [varint(cbor.len() as u64), cbor.to_vec()].concat()
+        [uvarint(cbor.len() as u64), cbor.to_vec()].concat()
     }
 
     fn text(s: &str) -> Vec<u8> {
@@ -775,6 +784,22 @@ mod tests {
         let mut writer = CarWriter::new(Vec::new(), &[]).expect("vec");
         let err = writer.write_block(&too_big.0, &too_big.1).expect_err("over the limit");
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    /// The most roots that fit under [`MAX_HEADER_LEN`] read; one more root puts the header over it.
+    #[test]
+    fn header_limit_holds_the_smallest_roots() {
+        let smallest = Cid::new_v1(0x00, hash::identity(b"").expect("empty identity"));
+        assert_eq!(smallest.to_bytes().len() + 4, MIN_ROOT_LEN);
+        // 21 bytes of map, keys, array head and version around the roots.
+        let fits = usize::try_from((MAX_HEADER_LEN - 21) / MIN_ROOT_LEN as u64).expect("small");
+        let roots = vec![smallest; fits];
+        let (read_roots, _) = read_all(&encode_header(&roots)).expect("header at the limit");
+        assert_eq!(read_roots.len(), fits);
+
+        let over = encode_header(&vec![smallest; fits + 1]);
+        let err = read_all(&over).expect_err("header over the limit");
+        assert!(matches!(err, CarError::HeaderTooLarge { offset: 0, len } if len > MAX_HEADER_LEN), "{err}");
     }
 
     #[test]
@@ -911,7 +936,7 @@ mod tests {
             ),
             (
                 "header over 1 MiB",
-                varint(MAX_HEADER_LEN + 1),
+                uvarint(MAX_HEADER_LEN + 1),
                 want(|e| matches!(e, CarError::HeaderTooLarge { offset: 0, len } if *len == MAX_HEADER_LEN + 1)),
             ),
             (
@@ -1069,12 +1094,12 @@ mod tests {
             ),
             (
                 "section over the limit",
-                [header.clone(), varint(MAX_SECTION_LEN + 1)].concat(),
+                [header.clone(), uvarint(MAX_SECTION_LEN + 1)].concat(),
                 want(|e| matches!(e, CarError::SectionTooLarge { offset: 59, len } if *len == MAX_SECTION_LEN + 1)),
             ),
             (
                 "section claiming 2^63-1 bytes",
-                [header.clone(), varint(u64::MAX >> 1)].concat(),
+                [header.clone(), uvarint(u64::MAX >> 1)].concat(),
                 want(|e| matches!(e, CarError::SectionTooLarge { .. })),
             ),
             (

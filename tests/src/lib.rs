@@ -119,7 +119,7 @@ pub fn write_chacha20_file(path: &Path, seed: &str, len: u64) -> io::Result<()> 
         out.write_all(&buf[..n])?;
         left -= n as u64;
     }
-    out.into_inner().map_err(io::IntoInnerError::into_error)?.sync_all()
+    out.flush()
 }
 
 /// kubo's `Import` profiles (IPIP-499), as `btfs add --cid-profile` takes them.
