@@ -487,12 +487,3 @@ fn dir_vector_table_covers_markdown() {
     assert!(missing.is_empty(), "cid-dir-vectors.md has CIDs the tests do not check: {missing:?}");
     assert!(table.len() >= 8, "the markdown parse found too few vectors");
 }
-
-#[test]
-fn zz_scratch_oracle_side_only() {
-    let t = std::time::Instant::now();
-    let suite = build_suite();
-    eprintln!("cases: {}, inputs built in {:?}", suite.cases.len(), t.elapsed());
-    fs::write("/tmp/oracle-cases.json", serde_json::to_vec(&suite.cases).unwrap()).unwrap();
-    std::mem::forget(suite);
-}
