@@ -87,7 +87,22 @@ impl PbNode {
 
     /// Parses a dag-pb block under the spec's strict rules.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut node = PbNode::default();
+        let node = PbNodeRef::decode(bytes)?;
+        Ok(Self { links: node.links, data: node.data.map(<[u8]>::to_vec) })
+    }
+}
+
+/// A decoded dag-pb node that borrows its Data field from the block (no copy of the payload).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PbNodeRef<'a> {
+    pub links: Vec<PbLink>,
+    pub data: Option<&'a [u8]>,
+}
+
+impl<'a> PbNodeRef<'a> {
+    /// Parses a dag-pb block under the spec's strict rules.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut node = PbNodeRef::default();
         let mut reader = Reader { buf: bytes, pos: 0 };
         while !reader.done() {
             let at = reader.pos;
@@ -101,7 +116,7 @@ impl PbNode {
                     if node.data.is_some() {
                         return Err(DecodeError::Malformed("duplicate Data field", at));
                     }
-                    node.data = Some(body.to_vec());
+                    node.data = Some(body);
                 }
                 2 => {
                     if node.data.is_some() {

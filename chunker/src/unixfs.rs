@@ -139,9 +139,48 @@ impl Data {
 
     /// Parses a UnixFS `Data` message.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let r = DataRef::decode(bytes)?;
+        Ok(Self {
+            kind: r.kind,
+            data: r.data.map(<[u8]>::to_vec),
+            filesize: r.filesize,
+            blocksizes: r.blocksizes,
+            hash_type: r.hash_type,
+            fanout: r.fanout,
+            mode: r.mode,
+            mtime: r.mtime,
+        })
+    }
+}
+
+/// A decoded UnixFS `Data` message that borrows its payload (no copy of file bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataRef<'a> {
+    pub kind: DataType,
+    pub data: Option<&'a [u8]>,
+    pub filesize: Option<u64>,
+    pub blocksizes: Vec<u64>,
+    pub hash_type: Option<u64>,
+    pub fanout: Option<u64>,
+    pub mode: Option<u32>,
+    pub mtime: Option<UnixTime>,
+}
+
+impl<'a> DataRef<'a> {
+    /// Parses a UnixFS `Data` message.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
         let mut reader = Reader { buf: bytes, pos: 0 };
         let mut kind = None;
-        let mut out = Data::new(DataType::Raw);
+        let mut out = DataRef {
+            kind: DataType::Raw,
+            data: None,
+            filesize: None,
+            blocksizes: Vec::new(),
+            hash_type: None,
+            fanout: None,
+            mode: None,
+            mtime: None,
+        };
         while !reader.done() {
             let at = reader.pos;
             let (field, wire) = reader.key()?;
@@ -150,7 +189,7 @@ impl Data {
                     let v = reader.varint()?;
                     kind = Some(DataType::from_u64(v).ok_or(DecodeError::Malformed("unknown UnixFS type", at))?);
                 }
-                (2, 2) => out.data = Some(reader.bytes()?.to_vec()),
+                (2, 2) => out.data = Some(reader.bytes()?),
                 (3, 0) => out.filesize = Some(reader.varint()?),
                 (4, 0) => out.blocksizes.push(reader.varint()?),
                 (4, 2) => {

@@ -12,9 +12,9 @@ use std::path::Path;
 
 use btfs_chunker::Cid;
 use btfs_chunker::block::RAW;
-use btfs_chunker::dagpb::{self, DecodeError, PbNode};
+use btfs_chunker::dagpb::{self, DecodeError, PbNode, PbNodeRef};
 use btfs_chunker::dir::hamt_index;
-use btfs_chunker::unixfs::{Data, DataType};
+use btfs_chunker::unixfs::{Data, DataRef, DataType};
 
 use crate::repo::{BlockStore, StoreError};
 
@@ -136,6 +136,13 @@ pub fn file_size(store: &BlockStore, cid: &Cid) -> Result<u64, ReadError> {
     }
 }
 
+/// A run of file bytes inside a block, handed from the DAG walker to the writer without copying.
+struct Segment {
+    block: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
 /// Writes bytes `[offset, offset + length)` of the file at `cid` to `out`.
 pub fn cat(
     store: &BlockStore,
@@ -152,26 +159,37 @@ pub fn cat(
     }
     let end = length.map_or(u64::MAX, |l| offset.saturating_add(l));
     std::thread::scope(|s| {
-        let (tx, rx) = crossbeam_channel::bounded::<Result<Vec<u8>, ReadError>>(READ_AHEAD);
+        let (tx, rx) = crossbeam_channel::bounded::<Result<Segment, ReadError>>(READ_AHEAD);
         s.spawn(move || {
-            let mut emit = |bytes: Vec<u8>| tx.send(Ok(bytes)).is_ok();
+            let mut emit = |seg: Segment| tx.send(Ok(seg)).is_ok();
             if let Err(e) = walk_file(store, cid, 0, offset, end, 0, &mut emit) {
                 let _ = tx.send(Err(e));
             }
         });
         let mut written = 0u64;
         for item in rx {
-            let bytes = item?;
-            out.write_all(&bytes).map_err(ReadError::Write)?;
-            written += bytes.len() as u64;
+            let seg = item?;
+            out.write_all(&seg.block[seg.start..seg.end]).map_err(ReadError::Write)?;
+            written += (seg.end - seg.start) as u64;
         }
         out.flush().map_err(ReadError::Write)?;
         Ok(written)
     })
 }
 
+/// The part of `[at, at + len)` that falls in `[from, to)`, as offsets relative to `at`.
+fn clip(at: u64, len: usize, from: u64, to: u64) -> Option<(usize, usize)> {
+    let end = at + len as u64;
+    if end <= from || at >= to || len == 0 {
+        return None;
+    }
+    let lo = usize::try_from(from.saturating_sub(at)).unwrap_or(len);
+    let hi = usize::try_from(to.min(end) - at).unwrap_or(len);
+    Some((lo, hi))
+}
+
 /// Emits the part of the file DAG at `cid` (which starts at byte `start` of the file) that falls in
-/// `[from, to)`. Returns false from `emit` to stop early.
+/// `[from, to)`. Returns false once `emit` asks to stop.
 fn walk_file(
     store: &BlockStore,
     cid: &Cid,
@@ -179,51 +197,59 @@ fn walk_file(
     from: u64,
     to: u64,
     depth: usize,
-    emit: &mut dyn FnMut(Vec<u8>) -> bool,
+    emit: &mut dyn FnMut(Segment) -> bool,
 ) -> Result<bool, ReadError> {
     if depth > MAX_DEPTH {
         return Err(ReadError::TooDeep { cid: *cid });
     }
-    let clip = |bytes: Vec<u8>, at: u64| -> Option<Vec<u8>> {
-        let len = bytes.len() as u64;
-        if at + len <= from || at >= to {
-            return None;
+    let block = store.get(cid)?.ok_or(ReadError::NotFound { cid: *cid })?;
+    if cid.codec() == RAW {
+        return Ok(match clip(start, block.len(), from, to) {
+            Some((lo, hi)) => emit(Segment { block, start: lo, end: hi }),
+            None => true,
+        });
+    }
+    if cid.codec() != dagpb::CODEC {
+        return Err(malformed(cid, format!("codec {:#x} is not UnixFS", cid.codec())));
+    }
+    // Decode borrowing from the block, note where the node's own bytes sit and which children to visit,
+    // then release the borrow so the block itself can travel to the writer.
+    let (own, children) = {
+        let node = PbNodeRef::decode(&block).map_err(|e| malformed(cid, e))?;
+        let raw = node.data.ok_or_else(|| malformed(cid, "dag-pb node without UnixFS data"))?;
+        let data = DataRef::decode(raw).map_err(|e| malformed(cid, e))?;
+        match data.kind {
+            DataType::File | DataType::Raw => {}
+            DataType::Directory | DataType::HamtShard => return Err(ReadError::IsDirectory { cid: *cid }),
+            DataType::Symlink | DataType::Metadata => return Err(malformed(cid, "not a file")),
         }
-        let lo = from.saturating_sub(at) as usize;
-        let hi = (to.min(at + len) - at) as usize;
-        Some(if lo == 0 && hi == bytes.len() { bytes } else { bytes[lo..hi].to_vec() })
+        if !node.links.is_empty() && data.blocksizes.len() != node.links.len() {
+            return Err(malformed(cid, "blocksizes do not match links"));
+        }
+        let own = data.data.map(|d| (d.as_ptr().addr() - block.as_ptr().addr(), d.len()));
+        let children: Vec<(Cid, u64)> = node.links.iter().map(|l| l.hash).zip(data.blocksizes).collect();
+        (own, children)
     };
-    match load(store, cid)? {
-        Node::Raw(bytes) => Ok(clip(bytes, start).is_none_or(&mut *emit)),
-        Node::Pb(node, data) => {
-            match data.kind {
-                DataType::File | DataType::Raw => {}
-                DataType::Directory | DataType::HamtShard => return Err(ReadError::IsDirectory { cid: *cid }),
-                DataType::Symlink | DataType::Metadata => return Err(malformed(cid, "not a file")),
-            }
-            let own = data.data.unwrap_or_default();
-            let mut at = start + own.len() as u64;
-            if let Some(part) = clip(own, start)
-                && !emit(part)
-            {
-                return Ok(false);
-            }
-            if !node.links.is_empty() && data.blocksizes.len() != node.links.len() {
-                return Err(malformed(cid, "blocksizes do not match links"));
-            }
-            for (link, size) in node.links.iter().zip(&data.blocksizes) {
-                let child_end = at.saturating_add(*size);
-                if child_end > from && at < to && !walk_file(store, &link.hash, at, from, to, depth + 1, emit)? {
-                    return Ok(false);
-                }
-                at = child_end;
-                if at >= to {
-                    break;
-                }
-            }
-            Ok(true)
+    let mut at = start;
+    if let Some((offset, len)) = own {
+        at += len as u64;
+        if let Some((lo, hi)) = clip(start, len, from, to)
+            && !emit(Segment { block, start: offset + lo, end: offset + hi })
+        {
+            return Ok(false);
         }
     }
+    for (child, size) in children {
+        let child_end = at.saturating_add(size);
+        if child_end > from && at < to && !walk_file(store, &child, at, from, to, depth + 1, emit)? {
+            return Ok(false);
+        }
+        at = child_end;
+        if at >= to {
+            break;
+        }
+    }
+    Ok(true)
 }
 
 /// One entry of `ls`.

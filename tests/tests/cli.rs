@@ -14,7 +14,8 @@ fn stderr(o: &Output) -> String {
 
 fn run_stdin(repo: &TestRepo, args: &[&str], input: &[u8]) -> Output {
     let mut cmd: Command = repo.command();
-    let mut child = cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn btfs");
+    let mut child =
+        cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn btfs");
     let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(input).expect("write stdin");
     drop(stdin);

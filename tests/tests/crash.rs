@@ -24,7 +24,13 @@ fn kill_9_mid_add_then_verify_and_re_add() {
     let expected = repo.run_ok(&["add", "-Q", "--only-hash", path]).trim().to_string();
 
     for round in 0..3 {
-        let mut child = repo.command().args(["add", "-Q", path]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+        let mut child = repo
+            .command()
+            .args(["add", "-Q", path])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
         // Wait until the add has written a good part of its data, then kill it without warning.
         let datastore = repo.path().join("datastore");
         let threshold = (round + 1) * 64 * 1024 * 1024;

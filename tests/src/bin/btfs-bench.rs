@@ -151,16 +151,29 @@ fn main() -> Result<()> {
             bail!("cat returned {piped} bytes, expected {size}");
         }
         let mib = size / (1024 * 1024);
-        println!("| {profile}, {mib} MiB: JavaScript importer (in-memory blockstore) | {:.0} MB/s ({js_secs:.2} s) |", mbps(size, js_secs));
+        println!(
+            "| {profile}, {mib} MiB: JavaScript importer (in-memory blockstore) | {:.0} MB/s ({js_secs:.2} s) |",
+            mbps(size, js_secs)
+        );
         println!(
             "| {profile}, {mib} MiB: `btfs add` into the repo | {:.0} MB/s ({add_secs:.2} s), **{:.1}×** the JS importer, peak RSS {} MiB |",
             mbps(size, add_secs),
             js_secs / add_secs,
             add_rss >> 20
         );
-        println!("| {profile}, {mib} MiB: `btfs add --only-hash` | {:.0} MB/s ({hash_secs:.2} s) |", mbps(size, hash_secs));
-        println!("| {profile}, {mib} MiB: `btfs cat > /dev/null` | {:.0} MB/s ({cat_secs:.2} s), peak RSS {} MiB |", mbps(size, cat_secs), cat_rss >> 20);
-        println!("| {profile}, {mib} MiB: `btfs cat` into a pipe read by another process | {:.0} MB/s ({pipe_secs:.2} s) |", mbps(size, pipe_secs));
+        println!(
+            "| {profile}, {mib} MiB: `btfs add --only-hash` | {:.0} MB/s ({hash_secs:.2} s) |",
+            mbps(size, hash_secs)
+        );
+        println!(
+            "| {profile}, {mib} MiB: `btfs cat > /dev/null` | {:.0} MB/s ({cat_secs:.2} s), peak RSS {} MiB |",
+            mbps(size, cat_secs),
+            cat_rss >> 20
+        );
+        println!(
+            "| {profile}, {mib} MiB: `btfs cat` into a pipe read by another process | {:.0} MB/s ({pipe_secs:.2} s) |",
+            mbps(size, pipe_secs)
+        );
         println!("| {profile}: CIDs agree | `{cid}` |");
     }
     fs::remove_file(&file)?;
