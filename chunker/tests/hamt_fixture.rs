@@ -61,13 +61,13 @@ fn collect(
             for grandchild in &child.links {
                 let n = grandchild.name.as_deref().expect("named");
                 if n.len() > 2 {
-                    assert_eq!(hamt_index(n[2..].as_bytes(), depth), slot, "parent slot of {n}");
+                    assert_eq!(hamt_index(&n.as_bytes()[2..], depth), slot, "parent slot of {n}");
                 }
             }
             collect(blocks, &child, depth + 1, dir, entries);
             continue;
         }
-        assert_eq!(hamt_index(name[2..].as_bytes(), depth), slot, "slot of {name} at depth {depth}");
+        assert_eq!(hamt_index(&name.as_bytes()[2..], depth), slot, "slot of {name} at depth {depth}");
         let link = Link { cid: link.hash, tsize: link.tsize.expect("tsize"), filesize: 0 };
         dir.insert(name[2..].to_string(), link).expect("unique names");
         *entries += 1;
