@@ -73,3 +73,16 @@ fn zeros_vectors() {
         assert_eq!(root.cid.to_string(), want, "zeros:45900000 {flags}");
     }
 }
+
+#[test]
+fn inline_puts_small_blocks_in_the_cid() {
+    let params = Options { inline: true, ..Default::default() }.resolve().expect("valid options");
+    let (root, blocks) = import_bytes(&params, b"hello world");
+    assert_eq!(root.cid.hash().code(), btfs_chunker::hash::IDENTITY, "a 19-byte leaf is inlined");
+    assert_eq!(root.cid.version(), cid::Version::V1, "identity CIDs are always v1");
+    assert_eq!(root.cid.hash().digest(), &blocks[0].data[..], "the CID carries the block itself");
+    // Blocks over the limit keep their hash.
+    let (big, _) = import_bytes(&params, &[7u8; 100]);
+    assert_eq!(big.cid.hash().code(), btfs_chunker::hash::SHA2_256);
+    assert_eq!(big.cid.version(), cid::Version::V0);
+}

@@ -73,9 +73,10 @@ impl Node {
         read::file_size(self.repo.store(), &self.resolve(path)?)
     }
 
-    pub fn get(&self, path: &str, dest: &Path) -> Result<(), ReadError> {
+    /// Writes the file or tree at `path` to `dest`; `progress` hears of every byte written.
+    pub fn get(&self, path: &str, dest: &Path, progress: &dyn Fn(u64)) -> Result<(), ReadError> {
         let cid = self.resolve(path)?;
-        read::get(self.repo.store(), &cid, dest)
+        read::get(self.repo.store(), &cid, dest, progress)
     }
 
     pub fn ls(&self, path: &str) -> Result<(Cid, Vec<LsEntry>), ReadError> {

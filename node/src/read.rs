@@ -320,7 +320,7 @@ fn hamt_entries(store: &BlockStore, node: PbNode, depth: usize, out: &mut Vec<(S
 
 /// Writes the file, directory tree or symlink at `cid` to `dest`. The tree is built under a temporary name
 /// next to `dest` and renamed into place at the end, so a failure leaves no partial output behind.
-pub fn get(store: &BlockStore, cid: &Cid, dest: &Path) -> Result<(), ReadError> {
+pub fn get(store: &BlockStore, cid: &Cid, dest: &Path, progress: &dyn Fn(u64)) -> Result<(), ReadError> {
     let out_err = |p: &Path| {
         let path = p.display().to_string();
         move |source| ReadError::Output { path, source }
@@ -330,7 +330,7 @@ pub fn get(store: &BlockStore, cid: &Cid, dest: &Path) -> Result<(), ReadError> 
     }
     let tmp =
         dest.with_file_name(format!(".{}.btfs-partial", dest.file_name().and_then(|n| n.to_str()).unwrap_or("get")));
-    let result = write_tree(store, cid, &tmp, 0);
+    let result = write_tree(store, cid, &tmp, 0, progress);
     match result {
         Ok(()) => fs::rename(&tmp, dest).map_err(out_err(dest)),
         Err(e) => {
@@ -340,7 +340,13 @@ pub fn get(store: &BlockStore, cid: &Cid, dest: &Path) -> Result<(), ReadError> 
     }
 }
 
-fn write_tree(store: &BlockStore, cid: &Cid, dest: &Path, depth: usize) -> Result<(), ReadError> {
+fn write_tree(
+    store: &BlockStore,
+    cid: &Cid,
+    dest: &Path,
+    depth: usize,
+    progress: &dyn Fn(u64),
+) -> Result<(), ReadError> {
     if depth > MAX_DEPTH {
         return Err(ReadError::TooDeep { cid: *cid });
     }
@@ -361,13 +367,31 @@ fn write_tree(store: &BlockStore, cid: &Cid, dest: &Path, depth: usize) -> Resul
             if entry.name.is_empty() || entry.name == "." || entry.name == ".." || entry.name.contains(['/', '\\']) {
                 return Err(malformed(cid, format!("unsafe entry name {:?}", entry.name)));
             }
-            write_tree(store, &entry.cid, &dest.join(&entry.name), depth + 1)?;
+            write_tree(store, &entry.cid, &dest.join(&entry.name), depth + 1, progress)?;
         }
         Ok(())
     } else {
         let mut file = io::BufWriter::with_capacity(1 << 20, fs::File::create(dest).map_err(out_err)?);
-        cat(store, cid, 0, None, &mut file)?;
+        cat(store, cid, 0, None, &mut Counting { inner: &mut file, progress })?;
         Ok(())
+    }
+}
+
+/// A writer that reports how many bytes went through it.
+struct Counting<'a, W> {
+    inner: &'a mut W,
+    progress: &'a dyn Fn(u64),
+}
+
+impl<W: Write> Write for Counting<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        (self.progress)(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 

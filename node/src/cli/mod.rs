@@ -275,7 +275,23 @@ pub fn run(cli: Cli) -> Result<()> {
             let dest =
                 output.unwrap_or_else(|| PathBuf::from(p.trim_end_matches('/').rsplit('/').next().unwrap_or(&p)));
             eprintln!("Saving file(s) to {}", dest.display());
-            node.get(&p, &dest)?;
+            let bar = io::stderr().is_terminal().then(|| {
+                let total = node.file_size(&p).ok();
+                let bar = total.map_or_else(ProgressBar::no_length, ProgressBar::new);
+                bar.set_style(
+                    ProgressStyle::with_template("{bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec} {eta}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                bar
+            });
+            node.get(&p, &dest, &|n| {
+                if let Some(bar) = &bar {
+                    bar.inc(n);
+                }
+            })?;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
         }
         Command::Ls { paths, headers } => {
             let node = Node::open(&path)?;
