@@ -278,3 +278,33 @@ fn corrupted_block_on_disk_is_reported() {
     let v = repo.run(&["repo", "verify"]);
     assert!(!v.status.success(), "verify reports corruption");
 }
+
+#[test]
+fn a_repo_in_use_is_reported_as_locked() {
+    let repo = TestRepo::init();
+    // An `add` reading a stdin that stays open holds the repo until we close it.
+    let mut holder = repo
+        .command()
+        .args(["add", "-Q"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn holder");
+    let mut stdin = holder.stdin.take().expect("stdin");
+    stdin.write_all(b"partial").expect("write");
+    let start = std::time::Instant::now();
+    let locked = loop {
+        let o = repo.run(&["repo", "stat"]);
+        if !o.status.success() {
+            break o;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "the holder never took the lock");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    expect_error(&locked, "locked by another process");
+    drop(stdin);
+    let out = holder.wait_with_output().expect("holder finishes");
+    assert!(out.status.success(), "{}", stderr(&out));
+    repo.run_ok(&["repo", "stat"]);
+}
