@@ -15,9 +15,12 @@ pub enum LinksError {
     DagPb { cid: Cid, source: DecodeError },
     #[error("block {cid} is not valid dag-cbor: {reason}")]
     DagCbor { cid: Cid, reason: &'static str },
+    #[error("block {cid} has codec {codec:#x}, whose links this node cannot read (raw, dag-pb and dag-cbor only)")]
+    UnsupportedCodec { cid: Cid, codec: u64 },
 }
 
-/// The CIDs a block links to. Codecs without links (raw, and codecs this node does not interpret) have none.
+/// The CIDs a block links to. Raw blocks have none; a codec this node cannot read is an error rather than
+/// "no links", so that pinning never silently leaves a DAG's children unprotected.
 pub fn links(cid: &Cid, data: &[u8]) -> Result<Vec<Cid>, LinksError> {
     match cid.codec() {
         dagpb::CODEC => {
@@ -30,7 +33,7 @@ pub fn links(cid: &Cid, data: &[u8]) -> Result<Vec<Cid>, LinksError> {
             Ok(out)
         }
         RAW => Ok(Vec::new()),
-        _ => Ok(Vec::new()),
+        codec => Err(LinksError::UnsupportedCodec { cid: *cid, codec }),
     }
 }
 

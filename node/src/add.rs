@@ -99,10 +99,12 @@ pub enum AddError {
     BadName { path: String },
     #[error("{path}: unsupported file type (only files, directories and symlinks can be added)")]
     FileType { path: String },
-    #[error("cannot wrap inputs: {0}")]
+    #[error(transparent)]
     Entry(#[from] EntryError),
     #[error("nothing to add")]
     Empty,
+    #[error("internal error: {0}")]
+    Bug(&'static str),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -167,7 +169,7 @@ pub fn add(
         let (name, link) = match input {
             AddInput::Path(path) => {
                 let name = base_name(&path)?;
-                let link = ctx.add_path(&path, &name, true)?;
+                let link = ctx.add_path(&path, &name)?;
                 (name, link)
             }
             AddInput::Stream { name, reader } => {
@@ -237,7 +239,7 @@ fn read_err(path: &Path, source: io::Error) -> AddError {
 }
 
 impl Ctx<'_, '_> {
-    fn add_path(&mut self, path: &Path, shown: &str, top: bool) -> Result<Link, AddError> {
+    fn add_path(&mut self, path: &Path, shown: &str) -> Result<Link, AddError> {
         let meta = fs::symlink_metadata(path).map_err(|e| read_err(path, e))?;
         let ft = meta.file_type();
         if ft.is_symlink() {
@@ -264,13 +266,12 @@ impl Ctx<'_, '_> {
             entries.sort();
             let mut dir = DirectoryBuilder::new();
             for name in entries {
-                let child = self.add_path(&path.join(&name), &format!("{shown}/{name}"), false)?;
+                let child = self.add_path(&path.join(&name), &format!("{shown}/{name}"))?;
                 dir.insert(name, child)?;
             }
             let sink = &mut *self.sink;
             let link = dir.finish(&self.params.dir, &mut |b| sink.push(b));
             self.dirs.push(Added { cid: link.cid, name: shown.to_string(), size: link.tsize });
-            let _ = top;
             Ok(link)
         } else if ft.is_file() {
             let file = fs::File::open(path).map_err(|e| read_err(path, e))?;
@@ -299,20 +300,25 @@ impl Ctx<'_, '_> {
         let mut builder = FileBuilder::new(params.file);
         let sink = &mut *self.sink;
         let events = &mut *self.events;
+        let mut worker_failed = false;
         std::thread::scope(|s| {
-            let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<(u64, Vec<u8>)>(PIPELINE_DEPTH);
-            let (leaf_tx, leaf_rx) = crossbeam_channel::bounded::<(u64, Block, Link)>(PIPELINE_DEPTH);
+            // Each chunk travels to a worker with a one-place reply slot; the slots travel in file order to
+            // this thread, which waits on each in turn. Every queue is bounded, so a stalled worker stops
+            // the reader instead of letting finished leaves pile up.
+            type Slot = crossbeam_channel::Receiver<(Block, Link)>;
+            let (work_tx, work_rx) =
+                crossbeam_channel::bounded::<(Vec<u8>, crossbeam_channel::Sender<(Block, Link)>)>(PIPELINE_DEPTH);
+            let (order_tx, order_rx) = crossbeam_channel::bounded::<Slot>(PIPELINE_DEPTH);
             let read_error = &read_error;
             s.spawn(move || {
                 let mut chunker = Chunker::new(reader, params.chunk_size);
-                let mut seq = 0u64;
                 loop {
                     match chunker.next_chunk() {
                         Ok(Some(chunk)) => {
-                            if chunk_tx.send((seq, chunk)).is_err() {
+                            let (slot_tx, slot_rx) = crossbeam_channel::bounded(1);
+                            if order_tx.send(slot_rx).is_err() || work_tx.send((chunk, slot_tx)).is_err() {
                                 break;
                             }
-                            seq += 1;
                         }
                         Ok(None) => break,
                         Err(e) => {
@@ -325,32 +331,32 @@ impl Ctx<'_, '_> {
                 }
             });
             for _ in 0..HASH_WORKERS {
-                let chunk_rx = chunk_rx.clone();
-                let leaf_tx = leaf_tx.clone();
+                let work_rx = work_rx.clone();
                 s.spawn(move || {
-                    for (seq, chunk) in chunk_rx {
-                        let (block, link) = params.file.leaf(chunk);
-                        if leaf_tx.send((seq, block, link)).is_err() {
-                            break;
-                        }
+                    for (chunk, slot) in work_rx {
+                        // The receiver is gone only when the consumer stopped early; nothing to do then.
+                        let _ = slot.send(params.file.leaf(chunk));
                     }
                 });
             }
-            drop(leaf_tx);
-            drop(chunk_rx);
-            // Put leaves back in file order; at most PIPELINE_DEPTH * 2 + HASH_WORKERS wait here.
-            let mut pending = std::collections::BTreeMap::new();
-            let mut next = 0u64;
-            for (seq, block, link) in leaf_rx {
-                pending.insert(seq, (block, link));
-                while let Some((block, link)) = pending.remove(&next) {
-                    events.progress(link.filesize);
-                    sink.push(block);
-                    builder.push(link, &mut |b| sink.push(b));
-                    next += 1;
+            drop(work_rx);
+            for slot in order_rx {
+                let Ok((block, link)) = slot.recv() else {
+                    worker_failed = true;
+                    break;
+                };
+                events.progress(link.filesize);
+                sink.push(block);
+                builder.push(link, &mut |b| sink.push(b));
+                if sink.error.is_some() {
+                    // Stop reading and hashing: dropping the receivers unblocks the other threads.
+                    break;
                 }
             }
         });
+        if worker_failed {
+            return Err(AddError::Bug("a hashing worker stopped without a result"));
+        }
         if let Some(e) = read_error.into_inner().ok().flatten() {
             return Err(AddError::Read { path: what.to_string(), source: e });
         }

@@ -15,8 +15,8 @@ use crate::repo::{BlockStore, PinKind, StoreError};
 
 /// The largest block `block put` accepts: 2 MiB, the most a Bitswap peer will take (kubo's limit too).
 pub const MAX_BLOCK_SIZE: usize = 2 * 1024 * 1024;
-/// Blocks per write batch during a CAR import.
-const IMPORT_BATCH: usize = 256;
+/// Bytes of blocks per write batch during a CAR import.
+const IMPORT_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// Errors from block, pin, dag and repo commands.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +27,8 @@ pub enum BlockError {
     TooLarge { size: usize },
     #[error("cannot remove {cid}: it is pinned ({kind})")]
     Pinned { cid: Cid, kind: &'static str },
+    #[error("{cid} already pinned recursively")]
+    AlreadyRecursive { cid: Cid },
     #[error("{cid} is not pinned")]
     NotPinned { cid: Cid },
     #[error("{cid} is pinned indirectly under {root}; unpin {root} instead")]
@@ -39,6 +41,8 @@ pub enum BlockError {
     Car(#[from] CarError),
     #[error("CAR import: root {cid} is not among the imported blocks or the store")]
     MissingRoot { cid: Cid },
+    #[error("CAR import: cannot pin root {root}: block {missing} under it is missing")]
+    Incomplete { root: Cid, missing: Cid },
     #[error(transparent)]
     Walk(#[from] WalkError),
     #[error(transparent)]
@@ -94,9 +98,8 @@ pub fn pin_add(store: &BlockStore, cid: &Cid, recursive: bool) -> Result<(), Blo
         return Err(BlockError::NotFound { cid: *cid });
     }
     let kind = if recursive { PinKind::Recursive } else { PinKind::Direct };
-    // A recursive pin supersedes a direct one on the same CID.
     if store.pin(cid)? == Some(PinKind::Recursive) && kind == PinKind::Direct {
-        return Ok(());
+        return Err(BlockError::AlreadyRecursive { cid: *cid });
     }
     store.update_pins(&[(*cid, kind)], &[])?;
     Ok(())
@@ -196,10 +199,16 @@ pub fn dag_import(store: &BlockStore, input: impl Read, pin_roots: bool) -> Resu
     match result {
         Ok((roots, blocks)) => {
             if pin_roots {
+                // A recursive pin promises the whole DAG is here: check it before recording the pin.
                 for root in &roots {
-                    if !store.has(root)? {
+                    let mut seen = HashSet::new();
+                    if let Err(e) = pins::walk(store, root, &mut seen, OnMissing::Fail, |_, _| Ok(())) {
                         rollback(store, &added);
-                        return Err(BlockError::MissingRoot { cid: *root });
+                        return Err(match e {
+                            WalkError::Missing { cid } if cid == *root => BlockError::MissingRoot { cid },
+                            WalkError::Missing { cid } => BlockError::Incomplete { root: *root, missing: cid },
+                            other => other.into(),
+                        });
                     }
                 }
                 let pins: Vec<(Cid, PinKind)> = roots.iter().map(|c| (*c, PinKind::Recursive)).collect();
@@ -229,17 +238,20 @@ fn import_inner(
 ) -> Result<(Vec<Cid>, u64), BlockError> {
     let mut reader = CarReader::new(input)?;
     let roots = reader.roots().to_vec();
-    let mut batch: Vec<Block> = Vec::with_capacity(IMPORT_BATCH);
+    let mut batch: Vec<Block> = Vec::new();
+    let mut batch_bytes = 0usize;
     let mut count = 0u64;
     while let Some((cid, data)) = reader.next_block()? {
         count += 1;
         if !store.has(&cid)? {
             added.push(*cid.hash());
+            batch_bytes += data.len();
             batch.push(Block { cid, data });
         }
-        if batch.len() >= IMPORT_BATCH {
+        if batch_bytes >= IMPORT_BATCH_BYTES {
             store.put_many(&batch)?;
             batch.clear();
+            batch_bytes = 0;
         }
     }
     store.put_many(&batch)?;

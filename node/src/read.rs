@@ -18,8 +18,11 @@ use btfs_chunker::unixfs::{Data, DataRef, DataType};
 
 use crate::repo::{BlockStore, StoreError};
 
-/// DAGs deeper than this are refused (balanced DAGs of any real file are under 10 levels).
-const MAX_DEPTH: usize = 256;
+/// DAGs deeper than this are refused: balanced DAGs of any real file are under 10 levels, and trickle DAGs
+/// grow one level per four layers, so 64 is beyond any file this side of exabytes.
+const MAX_DEPTH: usize = 64;
+/// A 256-way HAMT uses one level per byte of a 64-bit hash; rehashing past that is allowed for a few rounds.
+const MAX_HAMT_DEPTH: usize = 32;
 /// File segments in flight between the DAG walker and the writer.
 const READ_AHEAD: usize = 16;
 
@@ -179,7 +182,7 @@ pub fn cat(
 
 /// The part of `[at, at + len)` that falls in `[from, to)`, as offsets relative to `at`.
 fn clip(at: u64, len: usize, from: u64, to: u64) -> Option<(usize, usize)> {
-    let end = at + len as u64;
+    let end = at.saturating_add(len as u64);
     if end <= from || at >= to || len == 0 {
         return None;
     }
@@ -230,17 +233,22 @@ fn walk_file(
         let children: Vec<(Cid, u64)> = node.links.iter().map(|l| l.hash).zip(data.blocksizes).collect();
         (own, children)
     };
+    let overflow = || malformed(cid, "sizes overflow 64 bits");
     let mut at = start;
-    if let Some((offset, len)) = own {
-        at += len as u64;
-        if let Some((lo, hi)) = clip(start, len, from, to)
-            && !emit(Segment { block, start: offset + lo, end: offset + hi })
-        {
-            return Ok(false);
+    match own {
+        // Only the child list is needed from here on; do not hold the block through the recursion.
+        None => drop(block),
+        Some((offset, len)) => {
+            at = at.checked_add(len as u64).ok_or_else(overflow)?;
+            if let Some((lo, hi)) = clip(start, len, from, to)
+                && !emit(Segment { block, start: offset + lo, end: offset + hi })
+            {
+                return Ok(false);
+            }
         }
     }
     for (child, size) in children {
-        let child_end = at.saturating_add(size);
+        let child_end = at.checked_add(size).ok_or_else(overflow)?;
         if child_end > from && at < to && !walk_file(store, &child, at, from, to, depth + 1, emit)? {
             return Ok(false);
         }
@@ -301,17 +309,44 @@ pub fn ls(store: &BlockStore, cid: &Cid) -> Result<Vec<LsEntry>, ReadError> {
 }
 
 fn hamt_entries(store: &BlockStore, node: PbNode, depth: usize, out: &mut Vec<(String, Cid)>) -> Result<(), ReadError> {
-    if depth > MAX_DEPTH {
-        return Err(ReadError::TooDeep { cid: node.links.first().map(|l| l.hash).unwrap_or_default() });
+    let mut seen = std::collections::HashSet::new();
+    hamt_walk(store, node, depth, out, &mut seen)
+}
+
+/// Gathers a HAMT's entries. A shard has at most 256 links, each with a two-hex-digit slot prefix, and a
+/// sub-shard is visited once, so a hostile DAG cannot make this loop or multiply entries.
+fn hamt_walk(
+    store: &BlockStore,
+    node: PbNode,
+    depth: usize,
+    out: &mut Vec<(String, Cid)>,
+    seen: &mut std::collections::HashSet<Cid>,
+) -> Result<(), ReadError> {
+    let first = node.links.first().map(|l| l.hash).unwrap_or_default();
+    if depth > MAX_HAMT_DEPTH {
+        return Err(ReadError::TooDeep { cid: first });
+    }
+    if node.links.len() > 256 {
+        return Err(malformed(&first, "HAMT shard with more than 256 links"));
     }
     for link in node.links {
         let name = link.name.unwrap_or_default();
-        if name.len() > 2 {
-            out.push((name[2..].to_string(), link.hash));
-        } else {
-            match load(store, &link.hash)? {
-                Node::Pb(child, d) if d.kind == DataType::HamtShard => hamt_entries(store, child, depth + 1, out)?,
-                _ => return Err(malformed(&link.hash, "HAMT link to a non-shard")),
+        let (prefix, rest) = (name.get(..2), name.get(2..));
+        if !prefix.is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))) {
+            return Err(malformed(&link.hash, format!("HAMT link name {name:?} has no slot prefix")));
+        }
+        match rest {
+            Some(entry) if !entry.is_empty() => out.push((entry.to_string(), link.hash)),
+            _ => {
+                if !seen.insert(link.hash) {
+                    return Err(malformed(&link.hash, "HAMT sub-shard linked twice"));
+                }
+                match load(store, &link.hash)? {
+                    Node::Pb(child, d) if d.kind == DataType::HamtShard => {
+                        hamt_walk(store, child, depth + 1, out, seen)?
+                    }
+                    _ => return Err(malformed(&link.hash, "HAMT link to a non-shard")),
+                }
             }
         }
     }
@@ -363,15 +398,22 @@ fn write_tree(
     };
     if kind.is_directory() {
         fs::create_dir(dest).map_err(out_err)?;
+        let mut names = std::collections::HashSet::new();
         for entry in ls(store, cid)? {
             if entry.name.is_empty() || entry.name == "." || entry.name == ".." || entry.name.contains(['/', '\\']) {
                 return Err(malformed(cid, format!("unsafe entry name {:?}", entry.name)));
+            }
+            // A second entry of the same name could write through a symlink made by the first.
+            if !names.insert(entry.name.clone()) {
+                return Err(malformed(cid, format!("duplicate entry name {:?}", entry.name)));
             }
             write_tree(store, &entry.cid, &dest.join(&entry.name), depth + 1, progress)?;
         }
         Ok(())
     } else {
-        let mut file = io::BufWriter::with_capacity(1 << 20, fs::File::create(dest).map_err(out_err)?);
+        // `create_new` refuses an existing path, a symlink included, so nothing outside `dest` is written.
+        let file = fs::OpenOptions::new().write(true).create_new(true).open(dest).map_err(out_err)?;
+        let mut file = io::BufWriter::with_capacity(1 << 20, file);
         cat(store, cid, 0, None, &mut Counting { inner: &mut file, progress })?;
         Ok(())
     }

@@ -240,7 +240,7 @@ fn bad_input_gets_one_line_errors_and_leaves_the_repo_usable() {
     let path = repo.path().join("good.car");
     fs::write(&path, &car).expect("write");
     repo.run_ok(&["dag", "import", path.to_str().expect("utf-8")]);
-    assert!(repo.run_ok(&["repo", "verify"]).contains("repo is ok"));
+    assert!(repo.run_ok(&["repo", "verify"]).contains("all blocks validated"));
 }
 
 #[test]

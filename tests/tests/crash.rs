@@ -55,7 +55,7 @@ fn kill_9_mid_add_then_verify_and_re_add() {
     }
     let cid = repo.run_ok(&["add", "-Q", path]).trim().to_string();
     assert_eq!(cid, expected);
-    assert!(repo.run_ok(&["repo", "verify"]).contains("repo is ok"));
+    assert!(repo.run_ok(&["repo", "verify"]).contains("all blocks validated"));
     let out = repo.command().args(["cat", &cid]).output().expect("cat");
     assert_eq!(out.stdout.len() as u64, size);
 }

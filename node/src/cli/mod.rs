@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::add::{AddEvents, AddInput, AddOptions, Added};
-use crate::api::{AGENT_VERSION, Node, init_profile};
+use crate::api::{Node, init_profile};
 use crate::blocks::PinFilter;
 use crate::read::EntryKind;
 
@@ -351,7 +351,6 @@ pub fn run(cli: Cli) -> Result<()> {
         }
     }
     stdout.flush()?;
-    let _ = AGENT_VERSION;
     Ok(())
 }
 
@@ -371,10 +370,13 @@ struct Printer<'a> {
     json: bool,
     bar: Option<ProgressBar>,
     error: Option<io::Error>,
+    /// The last entry reported: what `-Q` prints, as kubo does.
+    last: Option<Cid>,
 }
 
 impl AddEvents for Printer<'_> {
     fn added(&mut self, entry: &Added) {
+        self.last = Some(entry.cid);
         if self.quieter {
             return;
         }
@@ -383,8 +385,6 @@ impl AddEvents for Printer<'_> {
                 .to_string()
         } else if self.quiet {
             entry.cid.to_string()
-        } else if entry.name.is_empty() {
-            format!("added {}", entry.cid)
         } else {
             format!("added {} {}", entry.cid, entry.name)
         };
@@ -453,7 +453,7 @@ fn add(node: &Node, args: AddArgs, out: &mut dyn Write, json: bool) -> Result<()
         );
         bar
     });
-    let mut printer = Printer { out, quiet: args.quiet, quieter: args.quieter, json, bar, error: None };
+    let mut printer = Printer { out, quiet: args.quiet, quieter: args.quieter, json, bar, error: None, last: None };
     let roots = node.add(inputs, &opts, &mut printer)?;
     if let Some(bar) = printer.bar.take() {
         bar.finish_and_clear();
@@ -462,9 +462,9 @@ fn add(node: &Node, args: AddArgs, out: &mut dyn Write, json: bool) -> Result<()
         return Err(e).context("cannot write output");
     }
     if args.quieter
-        && let Some(root) = roots.last()
+        && let Some(last) = printer.last.or_else(|| roots.last().map(|r| r.cid))
     {
-        writeln!(printer.out, "{}", root.cid)?;
+        writeln!(printer.out, "{last}")?;
     }
     Ok(())
 }
@@ -480,7 +480,7 @@ fn pin(node: &Node, cmd: PinCommand, out: &mut dyn Write, json: bool) -> Result<
         }
         PinCommand::Rm { paths } => {
             for p in paths {
-                let cid = parse_cid(&p)?;
+                let cid = node.resolve(&p)?;
                 node.pin_rm(&cid)?;
                 writeln!(out, "unpinned {cid}")?;
             }
@@ -607,7 +607,9 @@ fn repo(node: &Node, cmd: RepoCommand, out: &mut dyn Write, path: &std::path::Pa
     match cmd {
         RepoCommand::Stat => {
             let stat = node.repo_stat()?;
-            let max = node.repo().config().typed().datastore.storage_max.clone();
+            let max_text = &node.repo().config().typed().datastore.storage_max;
+            let max =
+                parse_size(max_text).with_context(|| format!("Datastore.StorageMax {max_text:?} is not a size"))?;
             if json {
                 writeln!(
                     out,
@@ -624,14 +626,19 @@ fn repo(node: &Node, cmd: RepoCommand, out: &mut dyn Write, path: &std::path::Pa
             }
         }
         RepoCommand::Verify => {
-            let (n, bad) = node.repo_verify()?;
+            let (_, bad) = node.repo_verify()?;
             for mh in &bad {
-                eprintln!("block {} is corrupt", Cid::new_v1(btfs_chunker::block::RAW, *mh));
+                writeln!(
+                    out,
+                    "block {} was corrupt (block does not match its hash)",
+                    Cid::new_v1(btfs_chunker::block::RAW, *mh)
+                )?;
             }
             if !bad.is_empty() {
-                bail!("repo verify: {} of {n} blocks are corrupt", bad.len());
+                out.flush()?;
+                bail!("verify complete, {} blocks corrupt", bad.len());
             }
-            writeln!(out, "verified {n} blocks: repo is ok")?;
+            writeln!(out, "verify complete, all blocks validated.")?;
         }
         RepoCommand::Gc { quiet } => {
             for cid in node.repo_gc()? {
@@ -644,4 +651,29 @@ fn repo(node: &Node, cmd: RepoCommand, out: &mut dyn Write, path: &std::path::Pa
         }
     }
     Ok(())
+}
+
+/// Parses kubo's size strings (`10GB`, `512MiB`, `1000`) into bytes.
+fn parse_size(text: &str) -> Result<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num.parse().with_context(|| format!("{text:?} has no number"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1e3,
+        "mb" | "m" => 1e6,
+        "gb" | "g" => 1e9,
+        "tb" | "t" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => bail!("unknown size unit {other:?}"),
+    };
+    let bytes = num * mult;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        bail!("{text:?} is out of range");
+    }
+    Ok(bytes as u64)
 }

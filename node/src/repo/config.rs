@@ -47,18 +47,11 @@ pub struct Addresses {
 pub struct Datastore {
     /// kubo's size string, e.g. "10GB".
     pub storage_max: String,
-    /// Whether blocks are synced to disk before an add or import reports success.
-    #[serde(default = "yes")]
-    pub sync: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl Default for Datastore {
     fn default() -> Self {
-        Self { storage_max: "10GB".into(), sync: true }
+        Self { storage_max: "10GB".into() }
     }
 }
 
@@ -225,7 +218,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         f.write_all(bytes)?;
         f.sync_all()?;
     }
-    fs::rename(&tmp, path)
+    fs::rename(&tmp, path)?;
+    // Make the rename itself durable.
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

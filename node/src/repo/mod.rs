@@ -62,7 +62,9 @@ impl Repo {
         }
         fs::create_dir_all(path).map_err(io_err(path))?;
         let lock = lock(path)?;
-        let keypair = identity::create(&path.join("keys").join("identity"))?;
+        // An init that died before writing the config leaves its key behind; reuse it rather than refuse.
+        let key_path = path.join("keys").join("identity");
+        let keypair = if key_path.exists() { identity::load(&key_path)? } else { identity::create(&key_path)? };
         let peer = identity::peer_id(&keypair).to_string();
         let store = BlockStore::open(&path.join("datastore"), true)?;
         fs::write(path.join("version"), format!("{REPO_VERSION}\n")).map_err(io_err(path))?;
