@@ -104,6 +104,22 @@ fn js_import(file: &Path, profile: &str) -> Result<(String, f64)> {
     Ok((v["cid"].as_str().unwrap_or_default().to_string(), v["seconds"].as_f64().unwrap_or(f64::NAN)))
 }
 
+/// Writes `size` bytes to a file in `dir` and fsyncs it: how fast this disk makes data durable.
+fn disk_write_speed(dir: &Path, size: u64) -> Result<f64> {
+    use std::io::Write;
+    let path = dir.join("disk-probe");
+    let block = vec![0x5au8; 1 << 20];
+    let start = Instant::now();
+    let mut f = fs::File::create(&path)?;
+    for _ in 0..size / block.len() as u64 {
+        f.write_all(&block)?;
+    }
+    f.sync_all()?;
+    let secs = start.elapsed().as_secs_f64();
+    fs::remove_file(&path)?;
+    Ok(mbps(size, secs))
+}
+
 fn mbps(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / secs / 1e6
 }
@@ -128,6 +144,11 @@ fn main() -> Result<()> {
     let file_s = file.to_str().context("utf-8 path")?;
     println!("| measurement | result |");
     println!("| --- | --- |");
+    let disk = disk_write_speed(bench.work.path(), size)?;
+    println!(
+        "| this disk: writing {} MiB and fsyncing it (the bound on any durable add) | {disk:.0} MB/s |",
+        size >> 20
+    );
     for (profile, flag) in [("unixfs-v0-2015", None), ("unixfs-v1-2025", Some("--cid-profile=unixfs-v1-2025"))] {
         // Warm the page cache so both sides read the file from memory.
         let _ = fs::read(&file).map(|b| b.len());
