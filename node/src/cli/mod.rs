@@ -295,8 +295,9 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Ls { paths, headers } => {
             let node = Node::open(&path)?;
-            for p in paths {
-                let (_, entries) = node.ls(&p)?;
+            let many = paths.len() > 1;
+            for (i, p) in paths.iter().enumerate() {
+                let (_, entries) = node.ls(p)?;
                 if json {
                     let list: Vec<_> = entries
                         .iter()
@@ -305,14 +306,25 @@ pub fn run(cli: Cli) -> Result<()> {
                     writeln!(stdout, "{}", serde_json::json!({"Objects": [{"Hash": p, "Links": list}]}))?;
                     continue;
                 }
-                if headers {
-                    writeln!(stdout, "Hash Size Name")?;
-                }
-                for e in entries {
-                    match e.kind {
-                        EntryKind::Directory => writeln!(stdout, "{} - {}/", e.cid, e.name)?,
-                        _ => writeln!(stdout, "{} {} {}", e.cid, e.size, e.name)?,
+                if many {
+                    if i > 0 {
+                        writeln!(stdout)?;
                     }
+                    writeln!(stdout, "{p}:")?;
+                }
+                // Columns aligned as kubo's tabwriter aligns them.
+                let sizes: Vec<String> = entries
+                    .iter()
+                    .map(|e| if e.kind == EntryKind::Directory { "-".to_string() } else { e.size.to_string() })
+                    .collect();
+                let width = sizes.iter().map(String::len).max().unwrap_or(0).max(if headers { 4 } else { 0 });
+                let cid_width = entries.iter().map(|e| e.cid.to_string().len()).max().unwrap_or(0).max(4);
+                if headers {
+                    writeln!(stdout, "{:cid_width$} {:width$} Name", "Hash", "Size")?;
+                }
+                for (e, size) in entries.iter().zip(&sizes) {
+                    let slash = if e.kind == EntryKind::Directory { "/" } else { "" };
+                    writeln!(stdout, "{:cid_width$} {size:width$} {}{slash}", e.cid.to_string(), e.name)?;
                 }
             }
         }
