@@ -106,6 +106,9 @@ impl BlockStore {
         // Write flushed files back to disk as they grow instead of all at the final fsync, so disk writes
         // overlap with hashing during a large add.
         db_opts.set_bytes_per_sync(4 * 1024 * 1024);
+        // One writer at a time writes batches here: spinning for a write group only burns the second core,
+        // which the hashing workers need.
+        db_opts.set_enable_write_thread_adaptive_yield(false);
 
         let cache = Cache::new_lru_cache(32 * 1024 * 1024);
         let mut table = BlockBasedOptions::default();
