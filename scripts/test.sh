@@ -16,4 +16,4 @@ cargo build --release --locked --workspace --bins
 echo "== cargo clippy" >&2
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 echo "== cargo test" >&2
-cargo test --release --locked --workspace
+cargo test --release --locked --workspace --no-fail-fast

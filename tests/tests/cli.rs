@@ -282,29 +282,33 @@ fn corrupted_block_on_disk_is_reported() {
 #[test]
 fn a_repo_in_use_is_reported_as_locked() {
     let repo = TestRepo::init();
-    // An `add` reading a stdin that stays open holds the repo until we close it.
-    let mut holder = repo
-        .command()
-        .args(["add", "-Q"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn holder");
-    let mut stdin = holder.stdin.take().expect("stdin");
-    stdin.write_all(b"partial").expect("write");
-    let start = std::time::Instant::now();
-    let locked = loop {
-        let o = repo.run(&["repo", "stat"]);
-        if !o.status.success() {
-            break o;
+    // An `add` reading a stdin that stays open holds the repo until we close it. The probe races the
+    // holder for the lock at start-up, so if the probe wins (and the holder exits), try again.
+    for attempt in 0..50 {
+        let mut holder = repo
+            .command()
+            .args(["add", "-Q"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn holder");
+        let mut stdin = holder.stdin.take().expect("stdin");
+        stdin.write_all(b"partial").expect("write");
+        std::thread::sleep(std::time::Duration::from_millis(20 * (attempt + 1)));
+        let probe = repo.run(&["repo", "stat"]);
+        let holder_alive = holder.try_wait().expect("poll holder").is_none();
+        if probe.status.success() || !holder_alive {
+            drop(stdin);
+            let _ = holder.wait_with_output();
+            continue;
         }
-        assert!(start.elapsed() < std::time::Duration::from_secs(20), "the holder never took the lock");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    expect_error(&locked, "locked by another process");
-    drop(stdin);
-    let out = holder.wait_with_output().expect("holder finishes");
-    assert!(out.status.success(), "{}", stderr(&out));
-    repo.run_ok(&["repo", "stat"]);
+        expect_error(&probe, "locked by another process");
+        drop(stdin);
+        let out = holder.wait_with_output().expect("holder finishes");
+        assert!(out.status.success(), "{}", stderr(&out));
+        repo.run_ok(&["repo", "stat"]);
+        return;
+    }
+    panic!("never observed the repo held by another process");
 }
