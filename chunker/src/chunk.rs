@@ -27,21 +27,25 @@ impl<R: Read> Chunker<R> {
         if self.done {
             return Ok(None);
         }
-        // Read into spare capacity (no zero-fill of a buffer about to be overwritten); `take` stops at the
-        // chunk size and `read_to_end` retries short and interrupted reads, as Go's `io.ReadFull` does.
-        let mut buf = Vec::with_capacity(self.size);
-        let filled = match (&mut self.reader).take(self.size as u64).read_to_end(&mut buf) {
-            Ok(n) => n,
-            Err(e) => {
-                self.done = true;
-                return Err(e);
+        let mut buf = vec![0u8; self.size];
+        let mut filled = 0;
+        while filled < self.size {
+            match self.reader.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.done = true;
+                    return Err(e);
+                }
             }
-        };
+        }
         if filled < self.size {
             self.done = true;
             if filled == 0 {
                 return Ok(None);
             }
+            buf.truncate(filled);
         }
         Ok(Some(buf))
     }
