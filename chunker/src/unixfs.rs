@@ -68,16 +68,7 @@ pub struct Data {
 impl Data {
     /// An empty message of the given type.
     pub fn new(kind: DataType) -> Self {
-        Self {
-            kind,
-            data: None,
-            filesize: None,
-            blocksizes: Vec::new(),
-            hash_type: None,
-            fanout: None,
-            mode: None,
-            mtime: None,
-        }
+        DataRef::empty(kind).into_owned()
     }
 
     /// A plain directory node's data (`08 01`).
@@ -139,17 +130,7 @@ impl Data {
 
     /// Parses a UnixFS `Data` message.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let r = DataRef::decode(bytes)?;
-        Ok(Self {
-            kind: r.kind,
-            data: r.data.map(<[u8]>::to_vec),
-            filesize: r.filesize,
-            blocksizes: r.blocksizes,
-            hash_type: r.hash_type,
-            fanout: r.fanout,
-            mode: r.mode,
-            mtime: r.mtime,
-        })
+        DataRef::decode(bytes).map(DataRef::into_owned)
     }
 }
 
@@ -167,12 +148,10 @@ pub struct DataRef<'a> {
 }
 
 impl<'a> DataRef<'a> {
-    /// Parses a UnixFS `Data` message.
-    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        let mut reader = Reader { buf: bytes, pos: 0 };
-        let mut kind = None;
-        let mut out = DataRef {
-            kind: DataType::Raw,
+    /// An empty message of the given type.
+    pub fn empty(kind: DataType) -> Self {
+        Self {
+            kind,
             data: None,
             filesize: None,
             blocksizes: Vec::new(),
@@ -180,7 +159,28 @@ impl<'a> DataRef<'a> {
             fanout: None,
             mode: None,
             mtime: None,
-        };
+        }
+    }
+
+    /// Copies the payload out of the block.
+    pub fn into_owned(self) -> Data {
+        Data {
+            kind: self.kind,
+            data: self.data.map(<[u8]>::to_vec),
+            filesize: self.filesize,
+            blocksizes: self.blocksizes,
+            hash_type: self.hash_type,
+            fanout: self.fanout,
+            mode: self.mode,
+            mtime: self.mtime,
+        }
+    }
+
+    /// Parses a UnixFS `Data` message.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut reader = Reader { buf: bytes, pos: 0 };
+        let mut kind = None;
+        let mut out = DataRef::empty(DataType::Raw);
         while !reader.done() {
             let at = reader.pos;
             let (field, wire) = reader.key()?;

@@ -154,12 +154,7 @@ pub fn cat(
     length: Option<u64>,
     out: &mut dyn Write,
 ) -> Result<u64, ReadError> {
-    // Fail early, on the caller's thread, for directories and missing roots.
-    if let Node::Pb(_, d) = load(store, cid)?
-        && d.kind.is_directory()
-    {
-        return Err(ReadError::IsDirectory { cid: *cid });
-    }
+    // Directories and missing blocks, the root included, are reported by the walker through the channel.
     let end = length.map_or(u64::MAX, |l| offset.saturating_add(l));
     std::thread::scope(|s| {
         let (tx, rx) = crossbeam_channel::bounded::<Result<Segment, ReadError>>(READ_AHEAD);

@@ -275,15 +275,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let dest =
                 output.unwrap_or_else(|| PathBuf::from(p.trim_end_matches('/').rsplit('/').next().unwrap_or(&p)));
             eprintln!("Saving file(s) to {}", dest.display());
-            let bar = io::stderr().is_terminal().then(|| {
-                let total = node.file_size(&p).ok();
-                let bar = total.map_or_else(ProgressBar::no_length, ProgressBar::new);
-                bar.set_style(
-                    ProgressStyle::with_template("{bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec} {eta}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                );
-                bar
-            });
+            let bar = io::stderr().is_terminal().then(|| progress_bar(node.file_size(&p).ok()));
             node.get(&p, &dest, &|n| {
                 if let Some(bar) = &bar {
                     bar.inc(n);
@@ -364,6 +356,16 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     stdout.flush()?;
     Ok(())
+}
+
+/// The byte-count progress bar `add` and `get` draw on stderr; without a known total it only counts.
+fn progress_bar(total: Option<u64>) -> ProgressBar {
+    let bar = total.map_or_else(ProgressBar::no_length, ProgressBar::new);
+    bar.set_style(
+        ProgressStyle::with_template("{bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec} {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
 }
 
 fn kind_code(kind: EntryKind) -> u8 {
@@ -457,14 +459,7 @@ fn add(node: &Node, args: AddArgs, out: &mut dyn Write, json: bool) -> Result<()
         }
     }
     let show_bar = args.progress.unwrap_or_else(|| io::stderr().is_terminal()) && !args.quieter;
-    let bar = show_bar.then(|| {
-        let bar = if total > 0 { ProgressBar::new(total) } else { ProgressBar::no_length() };
-        bar.set_style(
-            ProgressStyle::with_template("{bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec} {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    });
+    let bar = show_bar.then(|| progress_bar(Some(total).filter(|&t| t > 0)));
     let mut printer = Printer { out, quiet: args.quiet, quieter: args.quieter, json, bar, error: None, last: None };
     let roots = node.add(inputs, &opts, &mut printer)?;
     if let Some(bar) = printer.bar.take() {
