@@ -171,25 +171,34 @@ fn rebase(e: DecodeError, base: usize) -> DecodeError {
     }
 }
 
-/// A cursor over protobuf bytes; shared with the UnixFS decoder.
-pub(crate) struct Reader<'a> {
+/// A cursor over protobuf bytes; shared with the UnixFS decoder and the node's Bitswap messages.
+pub struct Reader<'a> {
     pub(crate) buf: &'a [u8],
     pub(crate) pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    pub(crate) fn done(&self) -> bool {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+
+    /// Bytes consumed so far (the offset reported in errors).
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    pub fn done(&self) -> bool {
         self.pos >= self.buf.len()
     }
 
-    pub(crate) fn varint(&mut self) -> Result<u64, DecodeError> {
+    pub fn varint(&mut self) -> Result<u64, DecodeError> {
         let (v, n) =
             varint::decode(&self.buf[self.pos..]).map_err(|_| DecodeError::Malformed("bad varint", self.pos))?;
         self.pos += n;
         Ok(v)
     }
 
-    pub(crate) fn key(&mut self) -> Result<(u64, u8), DecodeError> {
+    pub fn key(&mut self) -> Result<(u64, u8), DecodeError> {
         let at = self.pos;
         let key = self.varint()?;
         let wire = (key & 7) as u8;
@@ -200,7 +209,7 @@ impl<'a> Reader<'a> {
         Ok((field, wire))
     }
 
-    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+    pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let at = self.pos;
         let len = self.varint()?;
         let len = usize::try_from(len).map_err(|_| DecodeError::Malformed("length overflows", at))?;
@@ -211,7 +220,7 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    pub(crate) fn fixed32(&mut self) -> Result<u32, DecodeError> {
+    pub fn fixed32(&mut self) -> Result<u32, DecodeError> {
         let at = self.pos;
         let end = self.pos + 4;
         let bytes = self.buf.get(self.pos..end).ok_or(DecodeError::Malformed("truncated fixed32", at))?;
@@ -220,7 +229,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Skips a field of the given wire type (used by lenient decoders for unknown fields).
-    pub(crate) fn skip(&mut self, wire: u8) -> Result<(), DecodeError> {
+    pub fn skip(&mut self, wire: u8) -> Result<(), DecodeError> {
         let at = self.pos;
         match wire {
             0 => self.varint().map(|_| ()),

@@ -21,6 +21,8 @@ pub const AGENT_VERSION: &str = concat!("btfs/", env!("CARGO_PKG_VERSION"));
 #[derive(Debug)]
 pub struct Node {
     repo: Repo,
+    /// Set once by the daemon when the network is up.
+    pub(crate) online: std::sync::OnceLock<crate::online::Online>,
 }
 
 /// What `id` reports.
@@ -38,12 +40,12 @@ pub struct IdInfo {
 impl Node {
     /// Creates a repo and opens a node on it.
     pub fn init(path: &Path, profile: InitProfile) -> Result<Self, RepoError> {
-        Ok(Self { repo: Repo::init(path, profile)? })
+        Ok(Self { repo: Repo::init(path, profile)?, online: Default::default() })
     }
 
     /// Opens the node whose repo is at `path`.
     pub fn open(path: &Path) -> Result<Self, RepoError> {
-        Ok(Self { repo: Repo::open(path)? })
+        Ok(Self { repo: Repo::open(path)?, online: Default::default() })
     }
 
     pub fn repo(&self) -> &Repo {
@@ -56,7 +58,11 @@ impl Node {
         opts: &AddOptions,
         events: &mut dyn AddEvents,
     ) -> Result<Vec<Added>, AddError> {
-        add::add(self.repo.store(), inputs, opts, events)
+        let added = add::add(self.repo.store(), inputs, opts, events)?;
+        if opts.pin && !opts.only_hash {
+            self.announce(added.iter().map(|a| a.cid).collect());
+        }
+        Ok(added)
     }
 
     /// Resolves a CID or `/ipfs/<cid>/path`.
@@ -66,6 +72,7 @@ impl Node {
 
     pub fn cat(&self, path: &str, offset: u64, length: Option<u64>, out: &mut dyn Write) -> Result<u64, ReadError> {
         let cid = self.resolve(path)?;
+        self.prefetch(&cid)?;
         read::cat(self.repo.store(), &cid, offset, length, out)
     }
 
@@ -76,6 +83,7 @@ impl Node {
     /// Writes the file or tree at `path` to `dest`; `progress` hears of every byte written.
     pub fn get(&self, path: &str, dest: &Path, progress: &dyn Fn(u64)) -> Result<(), ReadError> {
         let cid = self.resolve(path)?;
+        self.prefetch(&cid)?;
         read::get(self.repo.store(), &cid, dest, progress)
     }
 
@@ -85,7 +93,12 @@ impl Node {
     }
 
     pub fn pin_add(&self, cid: &Cid, recursive: bool) -> Result<(), BlockError> {
-        blocks::pin_add(self.repo.store(), cid, recursive)
+        if recursive {
+            self.prefetch(cid)?;
+        }
+        blocks::pin_add(self.repo.store(), cid, recursive)?;
+        self.announce(vec![*cid]);
+        Ok(())
     }
 
     pub fn pin_rm(&self, cid: &Cid) -> Result<(), BlockError> {
@@ -109,6 +122,7 @@ impl Node {
     }
 
     pub fn dag_export(&self, cid: &Cid, out: &mut dyn Write) -> Result<u64, BlockError> {
+        self.prefetch(cid)?;
         blocks::dag_export(self.repo.store(), cid, out)
     }
 
@@ -133,9 +147,9 @@ impl Node {
         IdInfo {
             id: public.to_peer_id().to_string(),
             public_key: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, public.encode_protobuf()),
-            addresses: Vec::new(),
+            addresses: self.online().map(|o| o.addresses.clone()).unwrap_or_default(),
             agent_version: AGENT_VERSION.to_string(),
-            protocols: Vec::new(),
+            protocols: self.online().map(|o| o.protocols.clone()).unwrap_or_default(),
         }
     }
 

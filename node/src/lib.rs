@@ -9,6 +9,9 @@ pub mod add;
 pub mod api;
 pub mod blocks;
 pub mod cli;
+pub mod daemon;
+pub mod net;
+pub mod online;
 pub mod read;
 pub mod repo;
 

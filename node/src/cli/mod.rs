@@ -34,6 +34,12 @@ pub enum Command {
         #[arg(long)]
         profile: Option<String>,
     },
+    /// Run the node: swarm, Bitswap, DHT and the RPC API, until interrupted or `btfs shutdown`.
+    Daemon {
+        /// Do not start the network; serve the API over the local repo only.
+        #[arg(long)]
+        offline: bool,
+    },
     /// Add files or directories to the store and print their CIDs.
     Add(AddArgs),
     /// Print the contents of a file.
@@ -250,6 +256,11 @@ pub fn run(cli: Cli) -> Result<()> {
         other => bail!("unknown encoding {other:?} (expected text or json)"),
     };
     let path = repo_path()?;
+    if let Command::Daemon { offline } = cli.command {
+        // Before stdout is locked below: the daemon prints from several threads.
+        crate::daemon::run(&path, offline, |node, _shutdown| crate::net::routes::routes().with_state(node))?;
+        return Ok(());
+    }
     let mut stdout = io::BufWriter::new(io::stdout().lock());
     match cli.command {
         Command::Init { profile } => {
@@ -349,6 +360,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Daemon { .. } => unreachable!("handled above"),
         Command::Id => {
             let node = Node::open(&path)?;
             writeln!(stdout, "{}", serde_json::to_string_pretty(&node.id())?)?;

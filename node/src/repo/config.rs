@@ -25,6 +25,8 @@ pub struct Config {
     pub discovery: Discovery,
     #[serde(default)]
     pub routing: Routing,
+    #[serde(default)]
+    pub reprovider: Reprovider,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,12 +81,75 @@ pub struct Mdns {
 pub struct Routing {
     /// Kademlia protocol name: `/ipfs/kad/1.0.0` (the public IPFS DHT) or `/btfs/kad/1.0.0`.
     pub kad_protocol: String,
+    /// `auto` (DHT server once reachable), `dhtserver` or `dhtclient`, as kubo's `Routing.Type`.
+    #[serde(rename = "Type", default = "default_routing_type")]
+    pub kind: RoutingType,
+}
+
+fn default_routing_type() -> RoutingType {
+    RoutingType::Auto
 }
 
 impl Default for Routing {
     fn default() -> Self {
-        Self { kad_protocol: "/ipfs/kad/1.0.0".into() }
+        Self { kad_protocol: "/ipfs/kad/1.0.0".into(), kind: RoutingType::Auto }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoutingType {
+    Auto,
+    Dhtserver,
+    Dhtclient,
+}
+
+/// What the node announces to the DHT, and how often it announces it again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Reprovider {
+    pub strategy: ProvideStrategy,
+    /// A duration such as `22h`, `30m` or `45s`.
+    pub interval: String,
+}
+
+impl Default for Reprovider {
+    fn default() -> Self {
+        Self { strategy: ProvideStrategy::Roots, interval: "22h".into() }
+    }
+}
+
+impl Reprovider {
+    /// The interval as a duration (validated when the config is loaded or set).
+    pub fn interval(&self) -> Result<std::time::Duration, String> {
+        parse_duration(&self.interval)
+    }
+}
+
+/// `roots`: the root of each pin; `pinned`: every block of pinned DAGs; `all`: every stored block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProvideStrategy {
+    Roots,
+    Pinned,
+    All,
+}
+
+/// Parses `90s`, `30m`, `22h` (one number and a unit).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (num, unit) = text.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{text:?} is not a duration like 30s, 10m or 22h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        _ => return Err(format!("{text:?} is not a duration like 30s, 10m or 22h")),
+    };
+    if secs == 0 {
+        return Err("a zero interval is not allowed".into());
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// `btfs init --profile`.
@@ -141,7 +206,11 @@ impl ConfigFile {
             bootstrap: Vec::new(),
             datastore: Datastore::default(),
             discovery: Discovery { mdns: Mdns { enabled: mdns } },
-            routing: Routing::default(),
+            routing: Routing {
+                kind: if profile == InitProfile::Test { RoutingType::Dhtserver } else { RoutingType::Auto },
+                ..Routing::default()
+            },
+            reprovider: Reprovider::default(),
         };
         let tree = serde_json::to_value(&typed).unwrap_or(Value::Null);
         Self { tree, typed }
@@ -154,6 +223,7 @@ impl ConfigFile {
         let invalid = |reason: String| ConfigError::Invalid { path: path.display().to_string(), reason };
         let tree: Value = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
         let typed: Config = serde_json::from_value(tree.clone()).map_err(|e| invalid(e.to_string()))?;
+        typed.reprovider.interval().map_err(|e| invalid(format!("Reprovider.Interval: {e}")))?;
         Ok(Self { tree, typed })
     }
 
@@ -204,6 +274,7 @@ impl ConfigFile {
         }
         let typed: Config = serde_json::from_value(tree.clone())
             .map_err(|e| ConfigError::BadValue { key: key.into(), reason: e.to_string() })?;
+        typed.reprovider.interval().map_err(|reason| ConfigError::BadValue { key: key.into(), reason })?;
         self.tree = tree;
         self.typed = typed;
         Ok(())

@@ -42,7 +42,9 @@ pub fn walk(
         if !seen.insert(*cid.hash()) {
             continue;
         }
-        let Some(data) = store.get(&cid)? else {
+        // Local only: online reads fetch whole DAGs up front (`Node::prefetch`), and gc must never wait on
+        // the network.
+        let Some(data) = store.get_local(&cid)? else {
             match on_missing {
                 OnMissing::Fail => return Err(WalkError::Missing { cid }),
                 OnMissing::Skip => continue,

@@ -15,6 +15,7 @@
 //! This is synchronous on purpose: callers on an async runtime use `spawn_blocking` or a dedicated thread.
 
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use btfs_chunker::hash::{self, IDENTITY, Multihash};
 use btfs_chunker::{Block, Cid};
@@ -26,6 +27,7 @@ use rocksdb::{
 const CF_BLOCKS: &str = "blocks";
 const CF_PINS: &str = "pins";
 const CF_META: &str = "meta";
+const CF_DHT: &str = "dht";
 
 /// Write buffer per memtable for blocks; two or three of these bound the store's write memory.
 const BLOCK_WRITE_BUFFER: usize = 32 * 1024 * 1024;
@@ -47,6 +49,14 @@ pub enum StoreError {
     MissingColumnFamily(&'static str),
     #[error("stored key {key} is not a multihash")]
     BadKey { key: String },
+    #[error("block {cid} is not in the local store and could not be fetched: {reason}")]
+    Fetch { cid: Cid, reason: String },
+}
+
+/// Where a read goes when a block is not stored locally: the network, when a daemon runs.
+pub trait BlockFetcher: Send + Sync {
+    /// Fetches, verifies and stores the block; returns its bytes. Blocks the calling (non-async) thread.
+    fn fetch(&self, cid: &Cid) -> Result<Vec<u8>, String>;
 }
 
 /// How a CID is pinned.
@@ -85,6 +95,7 @@ impl PinKind {
 /// The RocksDB-backed store of blocks, pins and metadata.
 pub struct BlockStore {
     db: DB,
+    fetcher: OnceLock<Arc<dyn BlockFetcher>>,
 }
 
 impl std::fmt::Debug for BlockStore {
@@ -98,7 +109,8 @@ impl BlockStore {
     pub fn open(dir: &Path, create: bool) -> Result<Self, StoreError> {
         let mut db_opts = Options::default();
         db_opts.create_if_missing(create);
-        db_opts.create_missing_column_families(create);
+        // Column families added by later versions are created on open; the database itself only on init.
+        db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
         db_opts.set_db_write_buffer_size(3 * BLOCK_WRITE_BUFFER + 8 * 1024 * 1024);
         db_opts.set_keep_log_file_num(4);
@@ -133,19 +145,42 @@ impl BlockStore {
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_BLOCKS, blocks),
             ColumnFamilyDescriptor::new(CF_PINS, small.clone()),
-            ColumnFamilyDescriptor::new(CF_META, small),
+            ColumnFamilyDescriptor::new(CF_META, small.clone()),
+            ColumnFamilyDescriptor::new(CF_DHT, small),
         ];
         let db = DB::open_cf_descriptors(&db_opts, dir, cfs)
             .map_err(|source| StoreError::Open { path: dir.display().to_string(), source })?;
-        Ok(Self { db })
+        Ok(Self { db, fetcher: OnceLock::new() })
+    }
+
+    /// Makes reads of missing blocks go to `fetcher` (set once, when the daemon's network starts).
+    pub fn set_fetcher(&self, fetcher: Arc<dyn BlockFetcher>) {
+        let _ = self.fetcher.set(fetcher);
+    }
+
+    /// Whether reads can reach the network.
+    pub fn is_online(&self) -> bool {
+        self.fetcher.get().is_some()
     }
 
     fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, StoreError> {
         self.db.cf_handle(name).ok_or(StoreError::MissingColumnFamily(name))
     }
 
-    /// Reads the block named by `cid`. Identity CIDs carry their block and are never stored.
+    /// Reads the block named by `cid`, from the network when it is not stored and a daemon runs. Identity
+    /// CIDs carry their block and are never stored.
     pub fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(data) = self.get_local(cid)? {
+            return Ok(Some(data));
+        }
+        match self.fetcher.get() {
+            Some(fetcher) => fetcher.fetch(cid).map(Some).map_err(|reason| StoreError::Fetch { cid: *cid, reason }),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads the block named by `cid` from this store only.
+    pub fn get_local(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
         if cid.hash().code() == IDENTITY {
             return Ok(Some(cid.hash().digest().to_vec()));
         }
@@ -297,6 +332,42 @@ impl BlockStore {
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_META)?, key, value);
         self.write_synced(batch)
+    }
+
+    /// A DHT record (provider records and values kept by Kademlia).
+    pub fn dht_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db.get_cf(self.cf(CF_DHT)?, key).map_err(StoreError::Scan)
+    }
+
+    /// Writes and deletes DHT records in one batch (through the WAL, unsynced: records are soft state that
+    /// peers re-announce).
+    pub fn dht_write(&self, put: &[(&[u8], &[u8])], delete: &[&[u8]]) -> Result<(), StoreError> {
+        let cf = self.cf(CF_DHT)?;
+        let mut batch = WriteBatch::default();
+        for (k, v) in put {
+            batch.put_cf(cf, k, v);
+        }
+        for k in delete {
+            batch.delete_cf(cf, k);
+        }
+        self.db.write(batch).map_err(StoreError::Write)
+    }
+
+    /// Up to `limit` DHT records whose keys start with `prefix`, in key order.
+    pub fn dht_scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_DHT)?);
+        it.seek(prefix);
+        let mut out = Vec::new();
+        while it.valid() && out.len() < limit {
+            let (Some(key), Some(value)) = (it.key(), it.value()) else { break };
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push((key.to_vec(), value.to_vec()));
+            it.next();
+        }
+        it.status().map_err(StoreError::Scan)?;
+        Ok(out)
     }
 
     fn write_synced(&self, batch: WriteBatch) -> Result<(), StoreError> {

@@ -1,0 +1,192 @@
+//! `btfs daemon`: the network, the RPC API (and later the gateway) in one process, with ordered shutdown.
+//!
+//! Start-up order: open the repo (taking its lock), start the swarm and Bitswap, bind the API, write
+//! `$BTFS_PATH/api` with the address actually bound, print "Daemon is ready". Shutdown (SIGINT, SIGTERM
+//! or `btfs shutdown`) runs the other way: stop accepting API requests and let those in flight finish,
+//! stop the network, remove the `api` file, flush the block store, release the lock.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, StreamProtocol};
+use tokio_util::sync::CancellationToken;
+
+use crate::Node;
+use crate::net::{self, NetConfig};
+use crate::online::Online;
+use crate::repo::config::RoutingType;
+
+/// Errors starting or running the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Repo(#[from] crate::repo::RepoError),
+    #[error(transparent)]
+    Net(#[from] net::NetError),
+    #[error("config {key}: {reason}")]
+    Config { key: &'static str, reason: String },
+    #[error("cannot bind the RPC API to {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// `/ip4/<ip>/tcp/<port>` (or ip6) as a socket address.
+pub fn multiaddr_to_socket(addr: &str) -> Option<SocketAddr> {
+    let ma: Multiaddr = addr.parse().ok()?;
+    let mut iter = ma.iter();
+    let ip: IpAddr = match iter.next()? {
+        Protocol::Ip4(ip) => ip.into(),
+        Protocol::Ip6(ip) => ip.into(),
+        _ => return None,
+    };
+    let Protocol::Tcp(port) = iter.next()? else { return None };
+    iter.next().is_none().then_some(SocketAddr::new(ip, port))
+}
+
+fn socket_to_multiaddr(addr: SocketAddr) -> String {
+    match addr.ip() {
+        IpAddr::V4(ip) => format!("/ip4/{ip}/tcp/{}", addr.port()),
+        IpAddr::V6(ip) => format!("/ip6/{ip}/tcp/{}", addr.port()),
+    }
+}
+
+fn net_config(node: &Node) -> Result<NetConfig, DaemonError> {
+    let config = node.repo().config().typed().clone();
+    let parse = |key: &'static str, list: &[String]| -> Result<Vec<Multiaddr>, DaemonError> {
+        list.iter()
+            .map(|a| a.parse().map_err(|e| DaemonError::Config { key, reason: format!("{a:?}: {e}") }))
+            .collect()
+    };
+    let kad_protocol = StreamProtocol::try_from_owned(config.routing.kad_protocol.clone()).map_err(|e| {
+        DaemonError::Config { key: "Routing.KadProtocol", reason: format!("{:?}: {e}", config.routing.kad_protocol) }
+    })?;
+    let reprovide_interval = config
+        .reprovider
+        .interval()
+        .map_err(|reason| DaemonError::Config { key: "Reprovider.Interval", reason })?;
+    Ok(NetConfig {
+        listen: parse("Addresses.Swarm", &config.addresses.swarm)?,
+        bootstrap: parse("Bootstrap", &config.bootstrap)?,
+        kad_protocol,
+        dht_server: match config.routing.kind {
+            RoutingType::Auto => None,
+            RoutingType::Dhtserver => Some(true),
+            RoutingType::Dhtclient => Some(false),
+        },
+        reprovide_interval,
+        max_connections: 1024,
+    })
+}
+
+/// Runs the daemon until it is told to stop. `api_routes` builds the RPC router for the node.
+pub fn run(
+    path: &Path,
+    offline: bool,
+    api_routes: impl FnOnce(Arc<Node>, CancellationToken) -> Router,
+) -> Result<(), DaemonError> {
+    let node = Arc::new(Node::open(path)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("btfs-daemon")
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    let shutdown = CancellationToken::new();
+    let api_file = path.join("api");
+    let result = runtime.block_on(serve(node.clone(), offline, shutdown.clone(), &api_file, api_routes));
+    shutdown.cancel();
+    // Give tasks a moment to see the cancellation, then stop the runtime.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    let _ = std::fs::remove_file(&api_file);
+    if let Err(e) = node.repo().store().sync_blocks() {
+        eprintln!("warning: flushing the block store failed: {e}");
+    }
+    result
+}
+
+async fn serve(
+    node: Arc<Node>,
+    offline: bool,
+    shutdown: CancellationToken,
+    api_file: &Path,
+    api_routes: impl FnOnce(Arc<Node>, CancellationToken) -> Router,
+) -> Result<(), DaemonError> {
+    let config = node.repo().config().typed().clone();
+    println!("Initializing daemon...");
+    println!("btfs version: {}", env!("CARGO_PKG_VERSION"));
+    println!("Repo: {}", node.repo().path().display());
+    if offline {
+        println!("Running in offline mode");
+    } else {
+        let net_config = net_config(&node)?;
+        let keypair = node.repo().keypair().clone();
+        let (network, bound) = net::start(node.clone(), keypair, net_config, shutdown.clone()).await?;
+        let peer = network.peer_id;
+        for addr in &bound {
+            println!("Swarm listening on {addr}");
+        }
+        let protocols = network.swarm.protocols().await;
+        let addresses = bound.iter().map(|a| format!("{a}/p2p/{peer}")).collect();
+        let strategy = config.reprovider.strategy;
+        node.go_online(Online { network, runtime: tokio::runtime::Handle::current(), addresses, protocols, strategy });
+        // Announce what is pinned again now; Kademlia re-publishes on its interval from here on.
+        let announcer = node.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Ok(pins) = announcer.pin_ls(crate::blocks::PinFilter::Recursive) {
+                announcer.announce(pins.into_iter().map(|(cid, _)| cid).collect());
+            }
+        });
+    }
+
+    let api_addr = multiaddr_to_socket(&config.addresses.api).ok_or_else(|| DaemonError::Config {
+        key: "Addresses.API",
+        reason: format!("{:?} is not /ip4/<ip>/tcp/<port>", config.addresses.api),
+    })?;
+    let listener = tokio::net::TcpListener::bind(api_addr)
+        .await
+        .map_err(|source| DaemonError::Bind { addr: api_addr.to_string(), source })?;
+    let bound = listener.local_addr().map_err(|source| DaemonError::Bind { addr: api_addr.to_string(), source })?;
+    let api_multiaddr = socket_to_multiaddr(bound);
+    crate::repo::config::write_atomic(api_file, api_multiaddr.as_bytes())
+        .map_err(|source| DaemonError::Write { path: api_file.display().to_string(), source })?;
+    println!("RPC API server listening on {api_multiaddr}");
+    println!("Daemon is ready");
+
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        println!("Received interrupt signal, shutting down...");
+        signals.cancel();
+    });
+    let router = api_routes(node.clone(), shutdown.clone());
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await
+        .map_err(|source| DaemonError::Bind { addr: api_multiaddr, source })?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
