@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Helia -> Helia Bitswap transfer over loopback, the reference figure for the Rust benchmarks.
-// Usage: node helia-pair-bench.mjs <file> <unixfs-v0-2015|unixfs-v1-2025> [--blockstore fs|memory]
+// Usage: node helia-pair-bench.mjs <file> <unixfs-v0-2015|unixfs-v1-2025> [--blockstore memory|fs]
 //
 // Starts two helia-peer.mjs children: the first adds <file>, the second connects to it and cats the CID
 // into a temp file. Only the cat is timed (connect and add are not). The copy is then compared with
@@ -60,7 +60,7 @@ async function sameBytes (a, b) {
 async function main () {
   const [file, profile, ...rest] = process.argv.slice(2)
   if (file == null || (profile !== 'unixfs-v0-2015' && profile !== 'unixfs-v1-2025')) {
-    throw new Error('usage: helia-pair-bench.mjs <file> <unixfs-v0-2015|unixfs-v1-2025> [--blockstore fs|memory]')
+    throw new Error('usage: helia-pair-bench.mjs <file> <unixfs-v0-2015|unixfs-v1-2025> [--blockstore memory|fs]')
   }
   const dir = await mkdtemp(join(tmpdir(), 'helia-pair-bench-'))
   const peers = []

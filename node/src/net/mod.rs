@@ -294,6 +294,10 @@ impl SwarmActor {
         match cmd {
             SwarmCommand::Dial { addr, reply } => {
                 let opts = match addr.iter().last() {
+                    Some(Protocol::P2p(peer)) if self.swarm.is_connected(&peer) => {
+                        let _ = reply.send(Ok(peer));
+                        return;
+                    }
                     Some(Protocol::P2p(peer)) => DialOpts::peer_id(peer).addresses(vec![addr.clone()]).build(),
                     _ => DialOpts::unknown_peer_id().address(addr.clone()).build(),
                 };

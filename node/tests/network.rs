@@ -1,0 +1,140 @@
+//! Nodes in one process, talking over real libp2p on 127.0.0.1: Bitswap transfers, DHT provider search, and
+//! a provider that goes away in the middle of a transfer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use btfs_chunker::Cid;
+use btfs_node::Node;
+use btfs_node::add::{AddEvents, AddInput, AddOptions, Added};
+use btfs_node::net::{self, NetConfig, Network};
+use btfs_node::online::Online;
+use btfs_node::repo::InitProfile;
+use btfs_node::repo::config::ProvideStrategy;
+use libp2p::{Multiaddr, StreamProtocol};
+use tokio_util::sync::CancellationToken;
+
+struct TestNode {
+    node: Arc<Node>,
+    net: Network,
+    addr: Multiaddr,
+    stop: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(bootstrap: Vec<Multiaddr>) -> TestNode {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Arc::new(Node::init(dir.path(), InitProfile::Test).expect("init"));
+    let config = NetConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+        bootstrap,
+        kad_protocol: StreamProtocol::new("/btfs/kad/1.0.0"),
+        dht_server: Some(true),
+        reprovide_interval: Duration::from_secs(3600),
+        max_connections: 64,
+    };
+    let stop = CancellationToken::new();
+    let keypair = node.repo().keypair().clone();
+    let (net, bound) = net::start(node.clone(), keypair, config, stop.clone()).await.expect("network");
+    let addr = bound[0].clone().with(libp2p::multiaddr::Protocol::P2p(net.peer_id));
+    node.go_online(Online {
+        network: net.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        addresses: vec![addr.to_string()],
+        protocols: Vec::new(),
+        strategy: ProvideStrategy::Roots,
+    });
+    TestNode { node, net, addr, stop, _dir: dir }
+}
+
+struct Quiet;
+
+impl AddEvents for Quiet {
+    fn added(&mut self, _entry: &Added) {}
+}
+
+fn options(profile: &str) -> AddOptions {
+    let import = btfs_chunker::import::Options { profile: Some(profile.parse().expect("profile")), ..Default::default() };
+    AddOptions { import, pin: true, ..Default::default() }
+}
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn add(node: &Arc<Node>, data: Vec<u8>, opts: AddOptions) -> Cid {
+    let node = node.clone();
+    tokio::task::spawn_blocking(move || {
+        let input = AddInput::Stream { name: Some("f".into()), reader: Box::new(std::io::Cursor::new(data)) };
+        node.add(vec![input], &opts, &mut Quiet).expect("add")[0].cid
+    })
+    .await
+    .expect("join")
+}
+
+async fn cat(node: &Arc<Node>, cid: Cid) -> Result<Vec<u8>, String> {
+    let node = node.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        node.cat(&cid.to_string(), 0, None, &mut out).map_err(|e| e.to_string())?;
+        Ok(out)
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bitswap_moves_a_multi_block_file_between_two_nodes() {
+    let a = start(Vec::new()).await;
+    let b = start(Vec::new()).await;
+    for profile in ["unixfs-v0-2015", "unixfs-v1-2025"] {
+        let data = random_bytes(6 * 1024 * 1024 + 123, profile.len() as u64);
+        let opts = options(profile);
+        let cid = add(&a.node, data.clone(), opts).await;
+        b.net.swarm.connect(a.addr.clone()).await.expect("connect");
+        assert_eq!(cat(&b.node, cid).await.expect("cat over bitswap"), data, "{profile}");
+        assert!(b.node.repo().store().get_local(&cid).expect("read").is_some(), "stored locally after the fetch");
+    }
+    let stat = a.net.bitswap.stat().await;
+    assert!(stat.blocks_sent > 20, "A served the blocks: {stat:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_finds_content_through_the_dht_alone_and_survives_a_provider_leaving() {
+    let boot = start(Vec::new()).await;
+    let mut nodes = Vec::new();
+    for _ in 0..4 {
+        nodes.push(start(vec![boot.addr.clone()]).await);
+    }
+    // Let the routing tables fill.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let data = random_bytes(64 * 1024 * 1024, 7);
+    let cid = add(&nodes[0].node, data.clone(), options("unixfs-v0-2015")).await;
+    nodes[0].net.swarm.provide(*cid.hash()).await.expect("provide");
+
+    // nodes[3] never connects to nodes[0] directly: it must find it in the DHT.
+    let got = cat(&nodes[3].node, cid).await.expect("fetch through the DHT");
+    assert_eq!(got, data);
+    nodes[3].net.swarm.provide(*cid.hash()).await.expect("provide");
+
+    // nodes[2] fetches from both providers; nodes[0] leaves in the middle.
+    let fetch = tokio::spawn({
+        let n = nodes[2].node.clone();
+        async move { cat(&n, cid).await }
+    });
+    while nodes[2].net.bitswap.stat().await.blocks_received < 10 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(!fetch.is_finished(), "the provider must leave while the transfer is under way");
+    nodes[0].stop.cancel();
+    let got = tokio::time::timeout(Duration::from_secs(120), fetch).await.expect("no hang").expect("join");
+    assert_eq!(got.expect("fetch survives a provider leaving"), data);
+}
