@@ -74,7 +74,7 @@ pub(crate) enum Command {
     Want { session: SessionId, peer: PeerId, entries: Vec<Entry> },
     Cancel { peer: PeerId, cids: Vec<Cid> },
     /// A peer writer sent these blocks: they leave the peer's wantlist.
-    Served { peer: PeerId, cids: Vec<Cid> },
+    Served { peer: PeerId, cids: Vec<Cid>, bytes: u64 },
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     Wantlist { peer: Option<PeerId>, reply: oneshot::Sender<Vec<Cid>> },
     Ledger { peer: PeerId, reply: oneshot::Sender<Option<LedgerStat>> },
@@ -303,7 +303,8 @@ async fn accept_loop(
     }
 }
 
-/// Reads messages from one inbound stream until it ends, fails or sends garbage.
+/// Reads messages from one inbound stream until it ends, fails or sends garbage. Decoding (which hashes
+/// every block) runs on a blocking thread while the next message is read.
 async fn read_loop(
     peer: PeerId,
     mut stream: Stream,
@@ -311,38 +312,49 @@ async fn read_loop(
     budget: Arc<Semaphore>,
     shutdown: CancellationToken,
 ) {
+    let (bodies, mut to_decode) = mpsc::channel::<Vec<u8>>(2);
+    let decoder_tx = tx.clone();
+    let decoder = tokio::spawn(async move {
+        while let Some(body) = to_decode.recv().await {
+            let decoded = tokio::task::spawn_blocking(move || Message::decode(&body)).await;
+            match decoded {
+                Ok(Ok(msg)) => {
+                    if decoder_tx.send(Command::Inbound { peer, msg }).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Err(e)) => {
+                    let _ = decoder_tx.send(Command::Misbehaved(peer, e.to_string())).await;
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    });
     loop {
         let read = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             read = wire::read_message(&mut stream, &budget) => read,
         };
-        let body = match read {
-            Ok(Some(body)) => body,
-            Ok(None) => return,
+        match read {
+            Ok(Some(body)) => {
+                if bodies.send(body).await.is_err() {
+                    break; // the decoder stopped on a bad message
+                }
+            }
+            Ok(None) => break,
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData || e.kind() == std::io::ErrorKind::TimedOut => {
                 let _ = tx.send(Command::Misbehaved(peer, e.to_string())).await;
-                return;
+                break;
             }
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "bitswap stream closed");
-                return;
+                break;
             }
-        };
-        // Decoding hashes every block: off the async workers' hot path only by being short per message.
-        let decoded = tokio::task::spawn_blocking(move || Message::decode(&body)).await;
-        match decoded {
-            Ok(Ok(msg)) => {
-                if tx.send(Command::Inbound { peer, msg }).await.is_err() {
-                    return;
-                }
-            }
-            Ok(Err(e)) => {
-                let _ = tx.send(Command::Misbehaved(peer, e.to_string())).await;
-                return;
-            }
-            Err(_) => return,
         }
     }
+    drop(bodies);
+    let _ = decoder.await;
 }
 
 /// Writes wanted blocks to the store in batches and reports them back.
@@ -454,8 +466,9 @@ impl Engine {
                 q.lock().wants.extend(cids.into_iter().map(Entry::cancel));
                 q.notify.notify_one();
             }
-            Command::Served { peer, cids } => {
+            Command::Served { peer, cids, bytes } => {
                 if let Some(state) = self.peers.get_mut(&peer) {
+                    state.sent += bytes;
                     for cid in &cids {
                         state.wants.remove(cid);
                     }
@@ -579,6 +592,8 @@ struct Answer {
 impl PeerWriter {
     async fn run(mut self) {
         let mut stream: Option<(Stream, Version)> = None;
+        // The next answer is read from the store while the current message is being written.
+        let mut reading: Option<tokio::task::JoinHandle<Answer>> = None;
         loop {
             let (wants, has_serve, closed) = {
                 let mut inner = self.queue.lock();
@@ -587,17 +602,26 @@ impl PeerWriter {
             if closed {
                 return;
             }
-            if wants.is_empty() && !has_serve {
+            if wants.is_empty() && !has_serve && reading.is_none() {
                 tokio::select! {
                     _ = self.shutdown.cancelled() => return,
                     _ = self.queue.notify.notified() => continue,
                 }
             }
-            let answer = if has_serve { self.read_answer().await } else { None };
+            let answer = match reading.take() {
+                Some(read) => read.await.ok(),
+                None if has_serve => self.read_answer().await.ok(),
+                None => None,
+            };
+            if !self.queue.lock().serve.is_empty() {
+                reading = Some(self.read_answer());
+            }
             let mut msg = Message { wantlist: wants, ..Default::default() };
-            if let Some(answer) = &answer {
-                msg.blocks = answer.blocks.clone();
-                msg.presences = answer.presences.clone();
+            let mut served = Vec::new();
+            if let Some(answer) = answer {
+                msg.blocks = answer.blocks;
+                msg.presences = answer.presences;
+                served = answer.served;
             }
             if msg.is_empty() {
                 continue;
@@ -607,10 +631,8 @@ impl PeerWriter {
                     let bytes: u64 = msg.blocks.iter().map(|(_, d)| d.len() as u64).sum();
                     self.counters.blocks_sent.fetch_add(msg.blocks.len() as u64, Ordering::Relaxed);
                     self.counters.data_sent.fetch_add(bytes, Ordering::Relaxed);
-                    if let Some(answer) = answer
-                        && !answer.served.is_empty()
-                    {
-                        let _ = self.engine.send(Command::Served { peer: self.peer, cids: answer.served }).await;
+                    if !served.is_empty() {
+                        let _ = self.engine.send(Command::Served { peer: self.peer, cids: served, bytes }).await;
                     }
                 }
                 Err(e) => {
@@ -627,8 +649,8 @@ impl PeerWriter {
         }
     }
 
-    /// Pops queued requests and reads their blocks until a message is full.
-    async fn read_answer(&self) -> Option<Answer> {
+    /// Pops queued requests and reads their blocks until a message is full, on a blocking thread.
+    fn read_answer(&self) -> tokio::task::JoinHandle<Answer> {
         let queue = self.queue.clone();
         let node = self.node.clone();
         tokio::task::spawn_blocking(move || {
@@ -663,8 +685,6 @@ impl PeerWriter {
             }
             answer
         })
-        .await
-        .ok()
     }
 
     async fn write(&mut self, stream: &mut Option<(Stream, Version)>, msg: &Message) -> std::io::Result<()> {
