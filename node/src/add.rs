@@ -6,6 +6,11 @@
 //! channel is bounded, so memory stays at a few chunks per thread plus one write batch, whatever the file
 //! size. Directories are walked in name order and built bottom-up once their entries are known.
 //!
+//! Input comes from disk (`AddInput::Path`), from one stream (`AddInput::Stream`, stdin), or as a tree that
+//! arrives entry by entry (`AddInput::Tree`, an HTTP multipart upload in kubo's layout: each entry a path,
+//! a directory before its contents). A streamed tree is built with a stack of open directories, so it is
+//! never held whole; hidden-file filtering and the `-r` check are the sender's business there, as in kubo.
+//!
 //! Durability: blocks are written without the WAL and synced once, before the pin that makes them
 //! reachable is recorded (see `repo::store`). An add that fails part-way leaves no pin and no entry that
 //! points at its blocks; the orphans are removed by `repo gc`, as kubo's are.
@@ -56,6 +61,8 @@ pub enum AddInput {
         name: Option<String>,
         reader: Box<dyn Read + Send>,
     },
+    /// Files, directories and symlinks arriving one by one; each top-level entry is a root.
+    Tree(Box<dyn TreeSource>),
 }
 
 impl std::fmt::Debug for AddInput {
@@ -63,8 +70,31 @@ impl std::fmt::Debug for AddInput {
         match self {
             Self::Path(p) => f.debug_tuple("Path").field(p).finish(),
             Self::Stream { name, .. } => f.debug_struct("Stream").field("name", name).finish_non_exhaustive(),
+            Self::Tree(_) => f.debug_tuple("Tree").finish_non_exhaustive(),
         }
     }
+}
+
+/// One entry of a streamed tree.
+pub struct TreeEntry {
+    /// `/`-separated path relative to the upload's root; empty for an unnamed top-level file.
+    pub path: String,
+    pub kind: TreeEntryKind,
+}
+
+/// What a streamed tree entry is.
+pub enum TreeEntryKind {
+    Directory,
+    /// A file's bytes, read to the end before the next entry is asked for.
+    File(Box<dyn Read + Send>),
+    Symlink(String),
+}
+
+/// A source of tree entries in depth-first order: a directory's entries follow it, contiguously. A file
+/// whose parent directories were not sent gets them implicitly, as kubo does.
+pub trait TreeSource: Send {
+    /// The next entry, `None` at the end of the tree.
+    fn next_entry(&mut self) -> io::Result<Option<TreeEntry>>;
 }
 
 /// One entry `add` reports, as kubo prints it: `added <cid> <name>`.
@@ -80,6 +110,8 @@ pub struct Added {
 pub trait AddEvents {
     /// An entry is complete.
     fn added(&mut self, entry: &Added);
+    /// A file starts; `name` is what `added` will report for it.
+    fn file_started(&mut self, _name: &str) {}
     /// `n` more content bytes were read.
     fn progress(&mut self, _n: u64) {}
 }
@@ -99,6 +131,10 @@ pub enum AddError {
     BadName { path: String },
     #[error("{path}: unsupported file type (only files, directories and symlinks can be added)")]
     FileType { path: String },
+    #[error("{path:?} is not a path inside the upload")]
+    BadTreePath { path: String },
+    #[error("cannot read the upload")]
+    ReadTree(#[source] io::Error),
     #[error(transparent)]
     Entry(#[from] EntryError),
     #[error("nothing to add")]
@@ -166,20 +202,15 @@ pub fn add(
     let mut ctx = Ctx { params, opts, sink: &mut sink, events, dirs: Vec::new() };
     let mut roots = Vec::new();
     for input in inputs {
-        let (name, link) = match input {
+        match input {
             AddInput::Path(path) => {
                 let name = base_name(&path)?;
                 let link = ctx.add_path(&path, &name)?;
-                (name, link)
+                roots.push((name, link));
             }
-            AddInput::Stream { name, reader } => {
-                let link = ctx.add_stream(reader, "<stdin>")?;
-                let shown = name.clone().unwrap_or_else(|| link.cid.to_string());
-                ctx.events.added(&Added { cid: link.cid, name: shown.clone(), size: link.tsize });
-                (name.unwrap_or_else(|| link.cid.to_string()), link)
-            }
-        };
-        roots.push((name, link));
+            AddInput::Stream { name, reader } => roots.push(ctx.add_named_stream(name, reader, "<stdin>")?),
+            AddInput::Tree(source) => ctx.add_tree(source, &mut roots)?,
+        }
     }
     let mut dirs = std::mem::take(&mut ctx.dirs);
     let results = if opts.wrap {
@@ -218,7 +249,7 @@ struct Ctx<'a, 'b> {
     dirs: Vec<Added>,
 }
 
-fn base_name(path: &Path) -> Result<String, AddError> {
+pub(crate) fn base_name(path: &Path) -> Result<String, AddError> {
     let name = match path.file_name() {
         Some(n) => n,
         // "." or "/" : use the canonical directory's name.
@@ -230,7 +261,21 @@ fn base_name(path: &Path) -> Result<String, AddError> {
     name.to_str().map(str::to_string).ok_or_else(|| AddError::BadName { path: path.display().to_string() })
 }
 
-fn read_err(path: &Path, source: io::Error) -> AddError {
+/// Splits a streamed entry's path into its names. `.` and empty segments are dropped (kubo cleans paths);
+/// `..` is refused rather than resolved, so no entry can name something outside its own tree.
+fn tree_path(path: &str) -> Result<Vec<&str>, AddError> {
+    let mut parts = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err(AddError::BadTreePath { path: path.to_string() }),
+            name => parts.push(name),
+        }
+    }
+    Ok(parts)
+}
+
+pub(crate) fn read_err(path: &Path, source: io::Error) -> AddError {
     if source.kind() == io::ErrorKind::NotFound {
         AddError::NotFound { path: path.display().to_string() }
     } else {
@@ -275,12 +320,90 @@ impl Ctx<'_, '_> {
             Ok(link)
         } else if ft.is_file() {
             let file = fs::File::open(path).map_err(|e| read_err(path, e))?;
+            self.events.file_started(shown);
             let link = self.add_stream(Box::new(file), &path.display().to_string())?;
             self.events.added(&Added { cid: link.cid, name: shown.to_string(), size: link.tsize });
             Ok(link)
         } else {
             Err(AddError::FileType { path: path.display().to_string() })
         }
+    }
+
+    /// A top-level stream; without a name it is reported, and wrapped, under its CID as kubo does.
+    fn add_named_stream(
+        &mut self,
+        name: Option<String>,
+        reader: Box<dyn Read + Send>,
+        what: &str,
+    ) -> Result<(String, Link), AddError> {
+        self.events.file_started(name.as_deref().unwrap_or(""));
+        let link = self.add_stream(reader, what)?;
+        let name = name.unwrap_or_else(|| link.cid.to_string());
+        self.events.added(&Added { cid: link.cid, name: name.clone(), size: link.tsize });
+        Ok((name, link))
+    }
+
+    /// Builds the entries of a streamed tree, pushing each top-level entry onto `roots`.
+    fn add_tree(&mut self, mut source: Box<dyn TreeSource>, roots: &mut Vec<(String, Link)>) -> Result<(), AddError> {
+        // The directories being built, outermost first: each is (its name, its builder).
+        let mut open: Vec<(String, DirectoryBuilder)> = Vec::new();
+        while let Some(entry) = source.next_entry().map_err(AddError::ReadTree)? {
+            let parts = tree_path(&entry.path)?;
+            let Some((name, parents)) = parts.split_last() else {
+                // Only a file may be unnamed: it is a top-level stream.
+                let TreeEntryKind::File(reader) = entry.kind else {
+                    return Err(AddError::BadTreePath { path: entry.path });
+                };
+                self.close_dirs(&mut open, 0, roots)?;
+                roots.push(self.add_named_stream(None, reader, "the upload")?);
+                continue;
+            };
+            // Close the open directories this entry is not inside, then open the ones it is inside.
+            let keep = open.iter().zip(parents).take_while(|((open_name, _), part)| open_name.as_str() == **part).count();
+            self.close_dirs(&mut open, keep, roots)?;
+            for part in &parents[open.len()..] {
+                open.push(((*part).to_string(), DirectoryBuilder::new()));
+            }
+            let shown = parts.join("/");
+            let link = match entry.kind {
+                TreeEntryKind::Directory => {
+                    open.push(((*name).to_string(), DirectoryBuilder::new()));
+                    continue;
+                }
+                TreeEntryKind::File(reader) => {
+                    self.events.file_started(&shown);
+                    self.add_stream(reader, &shown)?
+                }
+                TreeEntryKind::Symlink(target) => self.symlink(&target),
+            };
+            self.events.added(&Added { cid: link.cid, name: shown, size: link.tsize });
+            match open.last_mut() {
+                Some((_, dir)) => dir.insert((*name).to_string(), link)?,
+                None => roots.push(((*name).to_string(), link)),
+            }
+        }
+        self.close_dirs(&mut open, 0, roots)
+    }
+
+    /// Finishes open directories of a streamed tree, innermost first, until `keep` remain.
+    fn close_dirs(
+        &mut self,
+        open: &mut Vec<(String, DirectoryBuilder)>,
+        keep: usize,
+        roots: &mut Vec<(String, Link)>,
+    ) -> Result<(), AddError> {
+        while open.len() > keep {
+            let shown = open.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join("/");
+            let Some((name, dir)) = open.pop() else { break };
+            let sink = &mut *self.sink;
+            let link = dir.finish(&self.params.dir, &mut |b| sink.push(b));
+            self.dirs.push(Added { cid: link.cid, name: shown, size: link.tsize });
+            match open.last_mut() {
+                Some((_, parent)) => parent.insert(name, link)?,
+                None => roots.push((name, link)),
+            }
+        }
+        Ok(())
     }
 
     fn symlink(&mut self, target: &str) -> Link {

@@ -11,8 +11,8 @@ use serde_json::Value;
 use crate::add::{self, AddError, AddEvents, AddInput, AddOptions, Added};
 use crate::blocks::{self, BlockError, ImportSummary, PinFilter, RepoStat};
 use crate::read::{self, LsEntry, ReadError};
-use crate::repo::config::ConfigError;
-use crate::repo::{InitProfile, Repo, RepoError};
+use crate::repo::config::{self, ConfigError, SizeError};
+use crate::repo::{InitProfile, REPO_VERSION, Repo, RepoError};
 
 /// The agent version reported by `id` and `version`.
 pub const AGENT_VERSION: &str = concat!("btfs/", env!("CARGO_PKG_VERSION"));
@@ -26,7 +26,7 @@ pub struct Node {
 }
 
 /// What `id` reports.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct IdInfo {
     #[serde(rename = "ID")]
@@ -35,6 +35,47 @@ pub struct IdInfo {
     pub addresses: Vec<String>,
     pub agent_version: String,
     pub protocols: Vec<String>,
+}
+
+/// What `version` reports, in kubo's shape (`Golang` has no counterpart here and is left out).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VersionInfo {
+    pub version: String,
+    pub commit: String,
+    pub repo: String,
+    /// `<arch>/<os>` with Go's names, as kubo prints it (`amd64/linux`).
+    pub system: String,
+}
+
+/// What `repo stat` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoSummary {
+    pub num_objects: u64,
+    pub repo_size: u64,
+    pub storage_max: u64,
+    pub repo_path: String,
+    /// `fs-repo@<n>`.
+    pub version: String,
+}
+
+/// Errors from `repo stat`.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoStatError {
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    #[error("Datastore.StorageMax is invalid")]
+    StorageMax(#[source] SizeError),
+}
+
+/// How `config <key> <value>` reads its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigValueKind {
+    String,
+    /// `--json`
+    Json,
+    /// `--bool`
+    Bool,
 }
 
 impl Node {
@@ -76,6 +117,45 @@ impl Node {
         read::cat(self.repo.store(), &cid, offset, length, out)
     }
 
+    /// `cat` of several files as one stream, as kubo's `cat` takes them: `offset` and `length` apply to
+    /// the concatenation. Returns the bytes written.
+    pub fn cat_all(
+        &self,
+        paths: &[String],
+        mut offset: u64,
+        length: Option<u64>,
+        out: &mut dyn Write,
+    ) -> Result<u64, ReadError> {
+        let mut left = length;
+        let mut written = 0;
+        for path in paths {
+            if left == Some(0) {
+                break;
+            }
+            let cid = self.resolve(path)?;
+            let size = read::file_size(self.repo.store(), &cid)?;
+            if offset >= size {
+                offset -= size;
+                continue;
+            }
+            let n = read::cat(self.repo.store(), &cid, offset, left, out)?;
+            offset = 0;
+            written += n;
+            left = left.map(|l| l.saturating_sub(n));
+        }
+        Ok(written)
+    }
+
+    /// How many bytes `cat_all` will write.
+    pub fn cat_len(&self, paths: &[String], offset: u64, length: Option<u64>) -> Result<u64, ReadError> {
+        let mut total = 0u64;
+        for path in paths {
+            total = total.saturating_add(self.file_size(path)?);
+        }
+        let after = total.saturating_sub(offset);
+        Ok(length.map_or(after, |l| l.min(after)))
+    }
+
     pub fn file_size(&self, path: &str) -> Result<u64, ReadError> {
         read::file_size(self.repo.store(), &self.resolve(path)?)
     }
@@ -85,6 +165,14 @@ impl Node {
         let cid = self.resolve(path)?;
         self.prefetch(&cid)?;
         read::get(self.repo.store(), &cid, dest, progress)
+    }
+
+    /// Writes the file or tree at `path` to `out` as a tar stream, the root entry named as kubo names it:
+    /// the last segment of the path (the CID for a bare CID).
+    pub fn get_tar(&self, path: &str, out: &mut dyn Write) -> Result<(), ReadError> {
+        let cid = self.resolve(path)?;
+        let name = path.trim_end_matches('/').rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or(path);
+        read::get_tar(self.repo.store(), &cid, name, out)
     }
 
     pub fn ls(&self, path: &str) -> Result<(Cid, Vec<LsEntry>), ReadError> {
@@ -107,6 +195,11 @@ impl Node {
 
     pub fn pin_ls(&self, filter: PinFilter) -> Result<Vec<(Cid, &'static str)>, BlockError> {
         blocks::pin_ls(self.repo.store(), filter)
+    }
+
+    /// How each of `cids` is pinned (`None`: not among the pins `filter` selects).
+    pub fn pin_status(&self, cids: &[Cid], filter: PinFilter) -> Result<Vec<Option<&'static str>>, BlockError> {
+        blocks::pin_status(self.repo.store(), cids, filter)
     }
 
     pub fn block_get(&self, cid: &Cid) -> Result<Vec<u8>, BlockError> {
@@ -132,6 +225,20 @@ impl Node {
 
     pub fn repo_stat(&self) -> Result<RepoStat, BlockError> {
         blocks::repo_stat(self.repo.store())
+    }
+
+    /// `repo stat` with the limit and location, as kubo reports them.
+    pub fn repo_summary(&self) -> Result<RepoSummary, RepoStatError> {
+        let stat = self.repo_stat()?;
+        let storage_max =
+            config::parse_size(&self.repo.config().typed().datastore.storage_max).map_err(RepoStatError::StorageMax)?;
+        Ok(RepoSummary {
+            num_objects: stat.num_objects,
+            repo_size: stat.repo_size,
+            storage_max,
+            repo_path: self.repo.path().display().to_string(),
+            version: format!("fs-repo@{REPO_VERSION}"),
+        })
     }
 
     pub fn repo_verify(&self) -> Result<(u64, Vec<btfs_chunker::hash::Multihash>), BlockError> {
@@ -161,10 +268,58 @@ impl Node {
         self.repo.config().tree().clone()
     }
 
-    pub fn config_set(&mut self, key: &str, value: Value) -> Result<(), RepoError> {
-        let mut config = self.repo.config().clone();
-        config.set(key, value)?;
-        self.repo.save_config(config)
+    /// Sets a config key; the file is rewritten atomically before the change is visible.
+    pub fn config_set(&self, key: &str, value: Value) -> Result<(), ConfigError> {
+        self.repo.update_config(|config| config.set(key, value))
+    }
+
+    pub fn version(&self) -> VersionInfo {
+        version_info()
+    }
+}
+
+/// A codec name `block put --cid-codec` does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown codec {0:?} (expected raw, dag-pb, dag-cbor, dag-json or json)")]
+pub struct UnknownCodec(pub String);
+
+/// The multicodec of a codec name as kubo's `--cid-codec` takes it.
+pub fn codec_from_name(name: &str) -> Result<u64, UnknownCodec> {
+    Ok(match name {
+        "raw" => btfs_chunker::block::RAW,
+        "dag-pb" | "protobuf" => btfs_chunker::dagpb::CODEC,
+        "dag-cbor" | "cbor" => btfs_chunker::links::DAG_CBOR,
+        "dag-json" => 0x0129,
+        "json" => 0x0200,
+        other => return Err(UnknownCodec(other.to_string())),
+    })
+}
+
+/// This build's version, in kubo's `version` shape.
+pub fn version_info() -> VersionInfo {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    };
+    VersionInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        commit: String::new(),
+        repo: REPO_VERSION.to_string(),
+        system: format!("{arch}/{}", std::env::consts::OS),
+    }
+}
+
+/// Reads the value of `config <key> <value>` as the flags say.
+pub fn config_value(key: &str, raw: &str, kind: ConfigValueKind) -> Result<Value, ConfigError> {
+    let bad = |reason: String| ConfigError::BadValue { key: key.to_string(), reason };
+    match kind {
+        ConfigValueKind::String => Ok(Value::String(raw.to_string())),
+        ConfigValueKind::Json => serde_json::from_str(raw).map_err(|e| bad(format!("value is not valid JSON: {e}"))),
+        ConfigValueKind::Bool => {
+            raw.parse().map(Value::Bool).map_err(|_| bad(format!("value {raw:?} is not true or false")))
+        }
     }
 }
 

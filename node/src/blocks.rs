@@ -161,6 +161,13 @@ pub fn pin_ls(store: &BlockStore, filter: PinFilter) -> Result<Vec<(Cid, &'stati
     Ok(out)
 }
 
+/// `pin ls <cid>...`: how each of `cids` is pinned, if it is one of the pins `filter` selects.
+pub fn pin_status(store: &BlockStore, cids: &[Cid], filter: PinFilter) -> Result<Vec<Option<&'static str>>, BlockError> {
+    let pins: std::collections::HashMap<Multihash, &'static str> =
+        pin_ls(store, filter)?.into_iter().map(|(c, k)| (*c.hash(), k)).collect();
+    Ok(cids.iter().map(|c| pins.get(c.hash()).copied()).collect())
+}
+
 /// `dag export`: the DAG under `root` as a CARv1, depth first, each block once. Every block must be present.
 pub fn dag_export(store: &BlockStore, root: &Cid, out: &mut dyn Write) -> Result<u64, BlockError> {
     let mut writer = CarWriter::new(out, &[*root]).map_err(BlockError::Output)?;
@@ -188,7 +195,10 @@ pub fn dag_export(store: &BlockStore, root: &Cid, out: &mut dyn Write) -> Result
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportSummary {
     pub roots: Vec<Cid>,
+    /// Blocks in the CAR, already stored ones included.
     pub blocks: u64,
+    /// Bytes of block data in the CAR.
+    pub bytes: u64,
 }
 
 /// `dag import`: verifies every block against its CID while streaming; on any error, removes the blocks
@@ -197,7 +207,7 @@ pub fn dag_import(store: &BlockStore, input: impl Read, pin_roots: bool) -> Resu
     let mut added: Vec<Multihash> = Vec::new();
     let result = import_inner(store, input, &mut added);
     match result {
-        Ok((roots, blocks)) => {
+        Ok((roots, blocks, bytes)) => {
             if pin_roots {
                 // A recursive pin promises the whole DAG is here: check it before recording the pin.
                 for root in &roots {
@@ -216,7 +226,7 @@ pub fn dag_import(store: &BlockStore, input: impl Read, pin_roots: bool) -> Resu
             } else {
                 store.sync_blocks()?;
             }
-            Ok(ImportSummary { roots, blocks })
+            Ok(ImportSummary { roots, blocks, bytes })
         }
         Err(e) => {
             rollback(store, &added);
@@ -235,14 +245,15 @@ fn import_inner(
     store: &BlockStore,
     input: impl Read,
     added: &mut Vec<Multihash>,
-) -> Result<(Vec<Cid>, u64), BlockError> {
+) -> Result<(Vec<Cid>, u64, u64), BlockError> {
     let mut reader = CarReader::new(input)?;
     let roots = reader.roots().to_vec();
     let mut batch: Vec<Block> = Vec::new();
     let mut batch_bytes = 0usize;
-    let mut count = 0u64;
+    let (mut count, mut bytes) = (0u64, 0u64);
     while let Some((cid, data)) = reader.next_block()? {
         count += 1;
+        bytes += data.len() as u64;
         if !store.has(&cid)? {
             added.push(*cid.hash());
             batch_bytes += data.len();
@@ -255,7 +266,7 @@ fn import_inner(
         }
     }
     store.put_many(&batch)?;
-    Ok((roots, count))
+    Ok((roots, count, bytes))
 }
 
 /// `repo stat`.
@@ -282,6 +293,11 @@ pub fn repo_verify(store: &BlockStore) -> Result<(u64, Vec<Multihash>), BlockErr
         Ok(())
     })?;
     Ok((n, bad))
+}
+
+/// kubo's message for a corrupt block found by `repo verify`, which its CLI prints as it is.
+pub fn corrupt_message(mh: &Multihash) -> String {
+    format!("block {} was corrupt (block does not match its hash)", Cid::new_v1(RAW, *mh))
 }
 
 /// `repo gc`: deletes every block not reachable from a pin; returns the removed blocks as raw CIDs.

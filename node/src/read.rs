@@ -1,4 +1,5 @@
-//! Reading UnixFS back out: path resolution (plain and HAMT directories), `cat` with ranges, `ls`, `get`.
+//! Reading UnixFS back out: path resolution (plain and HAMT directories), `cat` with ranges, `ls`, `get`
+//! (to disk, or as a tar stream for the RPC API).
 //!
 //! `cat` runs a producer thread that walks the file's DAG and reads blocks while the caller's thread writes
 //! bytes out; the channel between them is bounded, so memory stays at a few blocks. Blocks are not rehashed
@@ -263,6 +264,8 @@ pub struct LsEntry {
     /// File size for files, 0 for directories.
     pub size: u64,
     pub kind: EntryKind,
+    /// A symlink's target; empty for anything else.
+    pub target: String,
 }
 
 /// What an `ls` entry is.
@@ -272,6 +275,18 @@ pub enum EntryKind {
     Directory,
     Symlink,
     Unknown,
+}
+
+impl EntryKind {
+    /// The UnixFS type number kubo reports in `ls` JSON: 1 directory, 2 file, 4 symlink, 0 unknown.
+    pub fn unixfs_code(self) -> u8 {
+        match self {
+            Self::Directory => 1,
+            Self::File => 2,
+            Self::Symlink => 4,
+            Self::Unknown => 0,
+        }
+    }
 }
 
 /// Lists a directory (plain or HAMT, in name order), or the chunks of a file.
@@ -286,18 +301,23 @@ pub fn ls(store: &BlockStore, cid: &Cid) -> Result<Vec<LsEntry>, ReadError> {
     }
     let mut out = Vec::with_capacity(links.len());
     for (name, child) in links {
+        let mut target = String::new();
         let (kind, size) = match load(store, &child) {
             Ok(Node::Raw(b)) => (EntryKind::File, b.len() as u64),
             Ok(Node::Pb(_, d)) => match d.kind {
                 DataType::Directory | DataType::HamtShard => (EntryKind::Directory, 0),
-                DataType::Symlink => (EntryKind::Symlink, d.data.map_or(0, |t| t.len() as u64)),
+                DataType::Symlink => {
+                    let bytes = d.data.unwrap_or_default();
+                    target = String::from_utf8_lossy(&bytes).into_owned();
+                    (EntryKind::Symlink, bytes.len() as u64)
+                }
                 DataType::File | DataType::Raw => (EntryKind::File, d.filesize.unwrap_or(0)),
                 DataType::Metadata => (EntryKind::Unknown, 0),
             },
             Err(ReadError::NotFound { .. }) => (EntryKind::Unknown, 0),
             Err(e) => return Err(e),
         };
-        out.push(LsEntry { name, cid: child, size, kind });
+        out.push(LsEntry { name, cid: child, size, kind, target });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
@@ -411,6 +431,60 @@ fn write_tree(
         let mut file = io::BufWriter::with_capacity(1 << 20, file);
         cat(store, cid, 0, None, &mut Counting { inner: &mut file, progress })?;
         Ok(())
+    }
+}
+
+/// Writes the file, directory tree or symlink at `cid` to `out` as a tar stream whose root entry is
+/// `name`, as kubo's `get` sends it over the RPC API. Entry names get the same checks as `get` to disk.
+pub fn get_tar(store: &BlockStore, cid: &Cid, name: &str, out: &mut dyn Write) -> Result<(), ReadError> {
+    let mtime = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut tar = crate::tar::Writer::new(out, mtime);
+    tar_tree(store, cid, name, 0, &mut tar)?;
+    tar.finish().map_err(ReadError::Write)?;
+    Ok(())
+}
+
+fn tar_tree(
+    store: &BlockStore,
+    cid: &Cid,
+    path: &str,
+    depth: usize,
+    tar: &mut crate::tar::Writer<&mut dyn Write>,
+) -> Result<(), ReadError> {
+    if depth > MAX_DEPTH {
+        return Err(ReadError::TooDeep { cid: *cid });
+    }
+    let kind = match load(store, cid)? {
+        Node::Raw(bytes) => {
+            let mut body = tar.file(path, bytes.len() as u64).map_err(ReadError::Write)?;
+            body.write_all(&bytes).map_err(ReadError::Write)?;
+            return body.finish().map_err(ReadError::Write);
+        }
+        Node::Pb(_, d) if d.kind == DataType::Symlink => {
+            let target = String::from_utf8(d.data.unwrap_or_default()).map_err(|e| malformed(cid, e))?;
+            return tar.symlink(path, &target).map_err(ReadError::Write);
+        }
+        Node::Pb(_, d) => d.kind,
+    };
+    if kind.is_directory() {
+        tar.directory(path).map_err(ReadError::Write)?;
+        let mut names = std::collections::HashSet::new();
+        for entry in ls(store, cid)? {
+            if entry.name.is_empty() || entry.name == "." || entry.name == ".." || entry.name.contains(['/', '\\']) {
+                return Err(malformed(cid, format!("unsafe entry name {:?}", entry.name)));
+            }
+            if !names.insert(entry.name.clone()) {
+                return Err(malformed(cid, format!("duplicate entry name {:?}", entry.name)));
+            }
+            tar_tree(store, &entry.cid, &format!("{path}/{}", entry.name), depth + 1, tar)?;
+        }
+        Ok(())
+    } else {
+        let size = file_size(store, cid)?;
+        let mut body = tar.file(path, size).map_err(ReadError::Write)?;
+        cat(store, cid, 0, None, &mut body)?;
+        // A DAG whose sizes disagree with its data would leave the entry short: refuse rather than corrupt.
+        body.finish().map_err(|e| malformed(cid, e))
     }
 }
 

@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
+pub mod daemon;
+
 /// The `btfs` binary of the current build: `target/<profile>/btfs`, next to the `deps/` directory
 /// that holds the test executable.
 pub fn btfs_bin() -> PathBuf {

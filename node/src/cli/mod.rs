@@ -1,5 +1,9 @@
 //! The `btfs` command line: argument parsing (clap) and output formatting, kubo-compatible. Every command is
-//! a call on `Node`; this module only turns arguments into calls and results into text.
+//! a call on a `Backend`: the local `Node`, or a running daemon's RPC API when `$BTFS_PATH/api` names one
+//! that answers (kubo's rule). This module only turns arguments into calls and results into text, the same
+//! text in both modes.
+
+mod backend;
 
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -10,9 +14,11 @@ use btfs_chunker::import::{ChunkSize, Profile};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use self::backend::Backend;
 use crate::add::{AddEvents, AddInput, AddOptions, Added};
-use crate::api::{Node, init_profile};
+use crate::api::{ConfigValueKind, Node, init_profile};
 use crate::blocks::PinFilter;
+use crate::client::Client;
 use crate::read::EntryKind;
 
 /// btfs: a content-addressed storage node in the style of BTFS, compatible with IPFS.
@@ -98,6 +104,8 @@ pub enum Command {
         #[arg(short = 'n', long)]
         number: bool,
     },
+    /// Stop the running daemon.
+    Shutdown,
 }
 
 #[derive(Debug, Args)]
@@ -258,7 +266,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let path = repo_path()?;
     if let Command::Daemon { offline } = cli.command {
         // Before stdout is locked below: the daemon prints from several threads.
-        crate::daemon::run(&path, offline, |node, _shutdown| crate::net::routes::routes().with_state(node))?;
+        crate::daemon::run(&path, offline, |node, shutdown| crate::rpc::router(crate::rpc::RpcContext { node, shutdown }))?;
         return Ok(());
     }
     let mut stdout = io::BufWriter::new(io::stdout().lock());
@@ -276,18 +284,26 @@ pub fn run(cli: Cli) -> Result<()> {
                 writeln!(stdout, "btfs version {}", env!("CARGO_PKG_VERSION"))?;
             }
         }
-        Command::Add(args) => add(&Node::open(&path)?, args, &mut stdout, json)?,
+        Command::Shutdown => match Client::discover(&path)? {
+            Some(client) => client.shutdown()?,
+            None => bail!("no daemon running"),
+        },
+        Command::Add(args) => add(&Backend::open(&path)?, args, &mut stdout, json)?,
         Command::Cat { path: p, offset, length } => {
-            let node = Node::open(&path)?;
-            node.cat(&p, offset, length, &mut stdout)?;
+            Backend::open(&path)?.cat(&p, offset, length, &mut stdout)?;
         }
         Command::Get { path: p, output } => {
-            let node = Node::open(&path)?;
+            let backend = Backend::open(&path)?;
             let dest =
                 output.unwrap_or_else(|| PathBuf::from(p.trim_end_matches('/').rsplit('/').next().unwrap_or(&p)));
             eprintln!("Saving file(s) to {}", dest.display());
-            let bar = io::stderr().is_terminal().then(|| progress_bar(node.file_size(&p).ok()));
-            node.get(&p, &dest, &|n| {
+            let bar = io::stderr().is_terminal().then(|| progress_bar(None));
+            let on_total = |n| {
+                if let Some(bar) = &bar {
+                    bar.set_length(n);
+                }
+            };
+            backend.get(&p, &dest, &on_total, &|n| {
                 if let Some(bar) = &bar {
                     bar.inc(n);
                 }
@@ -297,14 +313,14 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Ls { paths, headers } => {
-            let node = Node::open(&path)?;
+            let backend = Backend::open(&path)?;
             let many = paths.len() > 1;
             for (i, p) in paths.iter().enumerate() {
-                let (_, entries) = node.ls(p)?;
+                let entries = backend.ls(p)?;
                 if json {
                     let list: Vec<_> = entries
                         .iter()
-                        .map(|e| serde_json::json!({"Name": e.name, "Hash": e.cid.to_string(), "Size": e.size, "Type": kind_code(e.kind)}))
+                        .map(|e| serde_json::json!({"Name": e.name, "Hash": e.cid.to_string(), "Size": e.size, "Type": e.kind.unixfs_code()}))
                         .collect();
                     writeln!(stdout, "{}", serde_json::json!({"Objects": [{"Hash": p, "Links": list}]}))?;
                     continue;
@@ -331,39 +347,32 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Pin(cmd) => pin(&Node::open(&path)?, cmd, &mut stdout, json)?,
-        Command::Block(cmd) => block(&Node::open(&path)?, cmd, &mut stdout)?,
-        Command::Dag(cmd) => dag(&Node::open(&path)?, cmd, &mut stdout)?,
-        Command::Repo(cmd) => repo(&Node::open(&path)?, cmd, &mut stdout, &path, json)?,
+        Command::Pin(cmd) => pin(&Backend::open(&path)?, cmd, &mut stdout, json)?,
+        Command::Block(cmd) => block(&Backend::open(&path)?, cmd, &mut stdout)?,
+        Command::Dag(cmd) => dag(&Backend::open(&path)?, cmd, &mut stdout)?,
+        Command::Repo(cmd) => repo(&Backend::open(&path)?, cmd, &mut stdout, json)?,
         Command::Config { key, value, json: as_json, bool: as_bool } => {
-            let mut node = Node::open(&path)?;
+            let backend = Backend::open(&path)?;
             match (key.as_str(), value) {
-                ("show", None) => writeln!(stdout, "{}", serde_json::to_string_pretty(&node.config_show())?)?,
-                (_, None) => {
-                    let v = node.config_get(&key)?;
-                    match v {
-                        serde_json::Value::String(s) => writeln!(stdout, "{s}")?,
-                        other => writeln!(stdout, "{}", serde_json::to_string_pretty(&other)?)?,
-                    }
-                }
+                ("show", None) => writeln!(stdout, "{}", serde_json::to_string_pretty(&backend.config_show()?)?)?,
+                (_, None) => match backend.config_get(&key)? {
+                    serde_json::Value::String(s) => writeln!(stdout, "{s}")?,
+                    other => writeln!(stdout, "{}", serde_json::to_string_pretty(&other)?)?,
+                },
                 (_, Some(raw)) => {
-                    let v = if as_json {
-                        serde_json::from_str(&raw).with_context(|| format!("value for {key} is not valid JSON"))?
-                    } else if as_bool {
-                        serde_json::Value::Bool(
-                            raw.parse().with_context(|| format!("value for {key} is not true or false"))?,
-                        )
-                    } else {
-                        serde_json::Value::String(raw)
+                    let kind = match (as_json, as_bool) {
+                        (true, _) => ConfigValueKind::Json,
+                        (false, true) => ConfigValueKind::Bool,
+                        (false, false) => ConfigValueKind::String,
                     };
-                    node.config_set(&key, v)?;
+                    backend.config_set(&key, &raw, kind)?;
                 }
             }
         }
         Command::Daemon { .. } => unreachable!("handled above"),
         Command::Id => {
-            let node = Node::open(&path)?;
-            writeln!(stdout, "{}", serde_json::to_string_pretty(&node.id())?)?;
+            let id = Backend::open(&path)?.id()?;
+            writeln!(stdout, "{}", serde_json::to_string_pretty(&id)?)?;
         }
     }
     stdout.flush()?;
@@ -378,15 +387,6 @@ fn progress_bar(total: Option<u64>) -> ProgressBar {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar
-}
-
-fn kind_code(kind: EntryKind) -> u8 {
-    match kind {
-        EntryKind::Directory => 1,
-        EntryKind::File => 2,
-        EntryKind::Symlink => 4,
-        EntryKind::Unknown => 0,
-    }
 }
 
 struct Printer<'a> {
@@ -430,7 +430,7 @@ impl AddEvents for Printer<'_> {
     }
 }
 
-fn add(node: &Node, args: AddArgs, out: &mut dyn Write, json: bool) -> Result<()> {
+fn add(node: &Backend, args: AddArgs, out: &mut dyn Write, json: bool) -> Result<()> {
     let mut import = btfs_chunker::import::Options {
         cid_version: args.cid_version,
         raw_leaves: args.raw_leaves,
@@ -488,19 +488,17 @@ fn add(node: &Node, args: AddArgs, out: &mut dyn Write, json: bool) -> Result<()
     Ok(())
 }
 
-fn pin(node: &Node, cmd: PinCommand, out: &mut dyn Write, json: bool) -> Result<()> {
+fn pin(node: &Backend, cmd: PinCommand, out: &mut dyn Write, json: bool) -> Result<()> {
     match cmd {
         PinCommand::Add { paths, recursive } => {
             for p in paths {
-                let cid = node.resolve(&p)?;
-                node.pin_add(&cid, recursive)?;
+                let cid = node.pin_add(&p, recursive)?;
                 writeln!(out, "pinned {cid} {}", if recursive { "recursively" } else { "directly" })?;
             }
         }
         PinCommand::Rm { paths } => {
             for p in paths {
-                let cid = node.resolve(&p)?;
-                node.pin_rm(&cid)?;
+                let cid = node.pin_rm(&p)?;
                 writeln!(out, "unpinned {cid}")?;
             }
         }
@@ -531,23 +529,9 @@ fn pin(node: &Node, cmd: PinCommand, out: &mut dyn Write, json: bool) -> Result<
     Ok(())
 }
 
-fn codec_code(name: &str) -> Result<u64> {
-    Ok(match name {
-        "raw" => btfs_chunker::block::RAW,
-        "dag-pb" | "protobuf" => btfs_chunker::dagpb::CODEC,
-        "dag-cbor" | "cbor" => btfs_chunker::links::DAG_CBOR,
-        "dag-json" => 0x0129,
-        "json" => 0x0200,
-        other => bail!("unknown codec {other:?} (expected raw, dag-pb, dag-cbor, dag-json or json)"),
-    })
-}
-
-fn block(node: &Node, cmd: BlockCommand, out: &mut dyn Write) -> Result<()> {
+fn block(node: &Backend, cmd: BlockCommand, out: &mut dyn Write) -> Result<()> {
     match cmd {
-        BlockCommand::Get { cid } => {
-            let data = node.block_get(&parse_cid(&cid)?)?;
-            out.write_all(&data)?;
-        }
+        BlockCommand::Get { cid } => node.block_get(&parse_cid(&cid)?, out)?,
         BlockCommand::Put { file, cid_codec, mhtype, pin } => {
             let limit = crate::blocks::MAX_BLOCK_SIZE as u64 + 1;
             let mut data = Vec::new();
@@ -563,16 +547,13 @@ fn block(node: &Node, cmd: BlockCommand, out: &mut dyn Write) -> Result<()> {
                     io::stdin().take(limit).read_to_end(&mut data).context("cannot read standard input")?;
                 }
             }
-            let cid = node.block_put(data, codec_code(&cid_codec)?, mhtype.parse()?, false)?;
-            if pin {
-                node.pin_add(&cid, false)?;
-            }
+            let cid = node.block_put(data, &cid_codec, &mhtype, pin)?;
             writeln!(out, "{cid}")?;
         }
         BlockCommand::Stat { cid } => {
             let cid = parse_cid(&cid)?;
-            let data = node.block_get(&cid)?;
-            writeln!(out, "Key: {cid}\nSize: {}", data.len())?;
+            let size = node.block_size(&cid)?;
+            writeln!(out, "Key: {cid}\nSize: {size}")?;
         }
         BlockCommand::Rm { cids } => {
             let mut failed = 0;
@@ -594,19 +575,18 @@ fn block(node: &Node, cmd: BlockCommand, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-fn dag(node: &Node, cmd: DagCommand, out: &mut dyn Write) -> Result<()> {
+fn dag(node: &Backend, cmd: DagCommand, out: &mut dyn Write) -> Result<()> {
     match cmd {
         DagCommand::Import { files, pin_roots } => {
             for f in files {
-                let summary = if f == "-" {
-                    node.dag_import(io::BufReader::new(io::stdin().lock()), pin_roots)
+                let car: Box<dyn Read + Send> = if f == "-" {
+                    Box::new(io::stdin())
                 } else {
-                    let file = std::fs::File::open(&f).with_context(|| format!("cannot open {f}"))?;
-                    node.dag_import(io::BufReader::with_capacity(1 << 20, file), pin_roots)
-                }
-                .with_context(|| format!("importing {f}"))?;
+                    Box::new(std::fs::File::open(&f).with_context(|| format!("cannot open {f}"))?)
+                };
+                let roots = node.dag_import(car, pin_roots).with_context(|| format!("importing {f}"))?;
                 if pin_roots {
-                    for root in summary.roots {
+                    for root in roots {
                         writeln!(out, "Pinned root\t{root}\tsuccess")?;
                     }
                 }
@@ -622,40 +602,30 @@ fn dag(node: &Node, cmd: DagCommand, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-fn repo(node: &Node, cmd: RepoCommand, out: &mut dyn Write, path: &std::path::Path, json: bool) -> Result<()> {
+fn repo(node: &Backend, cmd: RepoCommand, out: &mut dyn Write, json: bool) -> Result<()> {
     match cmd {
         RepoCommand::Stat => {
-            let stat = node.repo_stat()?;
-            let max_text = &node.repo().config().typed().datastore.storage_max;
-            let max =
-                parse_size(max_text).with_context(|| format!("Datastore.StorageMax {max_text:?} is not a size"))?;
+            let s = node.repo_summary()?;
             if json {
                 writeln!(
                     out,
                     "{}",
-                    serde_json::json!({"NumObjects": stat.num_objects, "RepoSize": stat.repo_size, "StorageMax": max,
-                        "RepoPath": path.display().to_string(), "Version": format!("fs-repo@{}", crate::repo::REPO_VERSION)})
+                    serde_json::json!({"NumObjects": s.num_objects, "RepoSize": s.repo_size, "StorageMax": s.storage_max,
+                        "RepoPath": s.repo_path, "Version": s.version})
                 )?;
             } else {
-                writeln!(out, "NumObjects: {}", stat.num_objects)?;
-                writeln!(out, "RepoSize:   {}", stat.repo_size)?;
-                writeln!(out, "StorageMax: {max}")?;
-                writeln!(out, "RepoPath:   {}", path.display())?;
-                writeln!(out, "Version:    fs-repo@{}", crate::repo::REPO_VERSION)?;
+                writeln!(out, "NumObjects: {}", s.num_objects)?;
+                writeln!(out, "RepoSize:   {}", s.repo_size)?;
+                writeln!(out, "StorageMax: {}", s.storage_max)?;
+                writeln!(out, "RepoPath:   {}", s.repo_path)?;
+                writeln!(out, "Version:    {}", s.version)?;
             }
         }
         RepoCommand::Verify => {
-            let (_, bad) = node.repo_verify()?;
-            for mh in &bad {
-                writeln!(
-                    out,
-                    "block {} was corrupt (block does not match its hash)",
-                    Cid::new_v1(btfs_chunker::block::RAW, *mh)
-                )?;
-            }
-            if !bad.is_empty() {
+            let corrupt = node.repo_verify(&mut |msg| writeln!(out, "{msg}"))?;
+            if corrupt > 0 {
                 out.flush()?;
-                bail!("verify complete, {} blocks corrupt", bad.len());
+                bail!("verify complete, {corrupt} blocks corrupt");
             }
             writeln!(out, "verify complete, all blocks validated.")?;
         }
@@ -670,29 +640,4 @@ fn repo(node: &Node, cmd: RepoCommand, out: &mut dyn Write, path: &std::path::Pa
         }
     }
     Ok(())
-}
-
-/// Parses kubo's size strings (`10GB`, `512MiB`, `1000`) into bytes.
-fn parse_size(text: &str) -> Result<u64> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let num: f64 = num.parse().with_context(|| format!("{text:?} has no number"))?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "kb" | "k" => 1e3,
-        "mb" | "m" => 1e6,
-        "gb" | "g" => 1e9,
-        "tb" | "t" => 1e12,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        other => bail!("unknown size unit {other:?}"),
-    };
-    let bytes = num * mult;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-        bail!("{text:?} is out of range");
-    }
-    Ok(bytes as u64)
 }

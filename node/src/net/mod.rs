@@ -6,7 +6,6 @@
 
 pub mod bitswap;
 pub mod dht_store;
-pub mod routes;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -281,6 +281,42 @@ impl ConfigFile {
     }
 }
 
+/// A size string that kubo would not accept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not a size: {reason}")]
+pub struct SizeError {
+    pub text: String,
+    pub reason: &'static str,
+}
+
+/// Parses kubo's size strings (`10GB`, `512MiB`, `1000`) into bytes.
+pub fn parse_size(text: &str) -> Result<u64, SizeError> {
+    let err = |reason| SizeError { text: text.to_string(), reason };
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num.parse().map_err(|_| err("no number"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1e3,
+        "mb" | "m" => 1e6,
+        "gb" | "g" => 1e9,
+        "tb" | "t" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(err("unknown unit")),
+    };
+    let bytes = num * mult;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(err("out of range"));
+    }
+    // In range and non-negative, checked above; the fraction is dropped as kubo drops it.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Ok(bytes as u64)
+}
+
 /// Replaces `path` with `bytes` so that readers see the old or the new file, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
@@ -311,5 +347,21 @@ mod tests {
         c.set("Custom.Key", Value::from(3)).expect("unknown keys are kept");
         assert_eq!(c.get("Custom.Key").expect("present"), &Value::from(3));
         assert!(matches!(c.get("No.Such"), Err(ConfigError::NoKey(_))));
+    }
+
+    #[test]
+    fn sizes_parse_as_kubo_writes_them() {
+        const CASES: &[(&str, Option<u64>)] = &[
+            ("10GB", Some(10_000_000_000)),
+            ("512MiB", Some(512 * 1024 * 1024)),
+            ("1000", Some(1000)),
+            (" 1.5kb ", Some(1500)),
+            ("GB", None),
+            ("10XB", None),
+            ("-1", None),
+        ];
+        for (text, want) in CASES {
+            assert_eq!(parse_size(text).ok(), *want, "{text:?}");
+        }
     }
 }

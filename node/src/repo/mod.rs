@@ -10,6 +10,7 @@ pub mod store;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use libp2p_identity::Keypair;
 
@@ -45,10 +46,13 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RepoError + '_ {
 }
 
 /// An open repo. Dropping it releases the lock.
+///
+/// The config sits behind a lock so that a shared `Repo` (the daemon's, behind an `Arc`) can change it;
+/// every change is written to disk before it becomes visible.
 #[derive(Debug)]
 pub struct Repo {
     path: PathBuf,
-    config: ConfigFile,
+    config: RwLock<ConfigFile>,
     keypair: Keypair,
     store: BlockStore,
     _lock: File,
@@ -71,7 +75,7 @@ impl Repo {
         // The config is written last: its presence is what marks a finished init.
         let config = ConfigFile::new(&peer, profile);
         config.save(&path.join("config"))?;
-        Ok(Self { path: path.to_path_buf(), config, keypair, store, _lock: lock })
+        Ok(Self { path: path.to_path_buf(), config: RwLock::new(config), keypair, store, _lock: lock })
     }
 
     /// Opens the repo at `path`, taking its lock.
@@ -87,7 +91,7 @@ impl Repo {
         let config = ConfigFile::load(&path.join("config"))?;
         let keypair = identity::load(&path.join("keys").join("identity"))?;
         let store = BlockStore::open(&path.join("datastore"), false)?;
-        Ok(Self { path: path.to_path_buf(), config, keypair, store, _lock: lock })
+        Ok(Self { path: path.to_path_buf(), config: RwLock::new(config), keypair, store, _lock: lock })
     }
 
     pub fn path(&self) -> &Path {
@@ -98,18 +102,27 @@ impl Repo {
         &self.store
     }
 
-    pub fn config(&self) -> &ConfigFile {
-        &self.config
+    /// The current config. Hold the guard briefly: a config change waits for it.
+    pub fn config(&self) -> RwLockReadGuard<'_, ConfigFile> {
+        // A panic while the lock was held cannot leave a half-changed config: changes are swapped in whole.
+        self.config.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn keypair(&self) -> &Keypair {
         &self.keypair
     }
 
-    /// Replaces the config (already validated by `ConfigFile::set`) and writes it.
-    pub fn save_config(&mut self, config: ConfigFile) -> Result<(), RepoError> {
-        config.save(&self.path.join("config"))?;
-        self.config = config;
+    /// Changes the config: `change` edits a copy, which is written to disk atomically and only then
+    /// replaces the config in memory. Changes are serialised, so concurrent ones do not lose each other.
+    pub fn update_config<E>(&self, change: impl FnOnce(&mut ConfigFile) -> Result<(), E>) -> Result<(), E>
+    where
+        E: From<config::ConfigError>,
+    {
+        let mut current = self.config.write().unwrap_or_else(PoisonError::into_inner);
+        let mut next = current.clone();
+        change(&mut next)?;
+        next.save(&self.path.join("config"))?;
+        *current = next;
         Ok(())
     }
 }
