@@ -436,6 +436,15 @@ impl Client {
         self.json("id", &[])
     }
 
+    /// Any command that answers JSON values, one a line (the network commands): each value in order.
+    pub fn command(&self, cmd: &str, query: &[(&str, &str)], each: &mut dyn FnMut(Value)) -> Result<(), ClientError> {
+        let resp = self.call(cmd, query)?;
+        self.lines(resp, |v: Value| {
+            each(v);
+            Ok(())
+        })
+    }
+
     /// Asks the daemon to stop.
     pub fn shutdown(&self) -> Result<(), ClientError> {
         self.call("shutdown", &[]).map(drop)

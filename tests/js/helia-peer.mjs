@@ -16,7 +16,7 @@
 //   {"cmd":"connect","addr":"/ip4/127.0.0.1/tcp/N/p2p/..."}                  -> {"peerId","protocols"}
 //   {"cmd":"cat","cid":"...","out":"/path","timeoutMs":N}                    -> {"bytes","ms"}
 //   {"cmd":"peers"}                                                           -> {"peers":[...]}
-//   {"cmd":"stop"}                                                            -> {} then exit 0
+//   {"cmd":"stop"}                                                            -> {"ok":true}, then exit 0
 
 // libp2p 3 calls Promise.withResolvers (Node >= 22); Node 20 lacks it, and without it every inbound
 // connection fails with EncryptionFailedError. Only called at run time, so defining it here is early enough.
@@ -105,27 +105,31 @@ async function createNode ({ blockstore: kind }) {
     services: { identify: identify() }
   }))
   await helia.start()
-  return { helia, fs: unixfs(helia), tempDir }
+  return { helia, fs: unixfs(helia), identified: trackIdentify(helia.libp2p), tempDir }
 }
 
-/** Waits until identify has run on `peerId` (Bitswap only talks to peers identify lists it for). */
-async function identified (libp2p, peerId, signal) {
-  const known = async () => {
+/**
+ * Records what identify reports for each peer. Bitswap only talks to peers whose identify lists it, and the
+ * peer store alone is not a signal: it already holds a protocol once a stream to it was negotiated.
+ */
+function trackIdentify (libp2p) {
+  const seen = new Map()
+  libp2p.addEventListener('peer:identify', (evt) => seen.set(evt.detail.peerId.toString(), evt.detail.protocols))
+  /** Resolves with the protocols `peerId` announced, once identify has run on it. */
+  return async function identified (peerId, signal) {
+    const key = peerId.toString()
+    if (seen.has(key)) return seen.get(key)
+    const { promise, resolve, reject } = Promise.withResolvers()
+    const onIdentify = (evt) => { if (evt.detail.peerId.toString() === key) resolve(evt.detail.protocols) }
+    const onAbort = () => reject(new Error(`identify of ${key} did not complete in ${IDENTIFY_WAIT_MS} ms`))
+    libp2p.addEventListener('peer:identify', onIdentify)
+    signal.addEventListener('abort', onAbort, { once: true })
     try {
-      const peer = await libp2p.peerStore.get(peerId)
-      return peer.protocols.length > 0 ? peer.protocols : null
-    } catch { return null }
-  }
-  const { promise, resolve, reject } = Promise.withResolvers()
-  const onIdentify = (evt) => { if (evt.detail.peerId.equals(peerId)) resolve(evt.detail.protocols) }
-  const onAbort = () => reject(new Error(`identify of ${peerId} did not complete in ${IDENTIFY_WAIT_MS} ms`))
-  libp2p.addEventListener('peer:identify', onIdentify)
-  signal.addEventListener('abort', onAbort, { once: true })
-  try {
-    return (await known()) ?? await promise
-  } finally {
-    libp2p.removeEventListener('peer:identify', onIdentify)
-    signal.removeEventListener('abort', onAbort)
+      return await promise
+    } finally {
+      libp2p.removeEventListener('peer:identify', onIdentify)
+      signal.removeEventListener('abort', onAbort)
+    }
   }
 }
 
@@ -142,13 +146,13 @@ const commands = {
     return { cid: cid.toString() }
   },
 
-  async connect ({ helia }, { addr }) {
+  async connect ({ helia, identified }, { addr }) {
     if (typeof addr !== 'string') throw new Error('connect needs an "addr"')
     const ma = multiaddr(addr)
     if (!isLoopback(ma)) throw new Error(`refusing to dial ${addr}: only ${LOOPBACK} is allowed`)
     const signal = AbortSignal.timeout(IDENTIFY_WAIT_MS)
     const connection = await helia.libp2p.dial(ma, { signal })
-    const protocols = await identified(helia.libp2p, connection.remotePeer, signal)
+    const protocols = await identified(connection.remotePeer, signal)
     return { peerId: connection.remotePeer.toString(), protocols }
   },
 

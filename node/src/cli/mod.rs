@@ -6,7 +6,9 @@
 mod backend;
 
 use std::io::{self, IsTerminal, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
 
 use anyhow::{Context, Result, bail};
 use btfs_chunker::Cid;
@@ -106,6 +108,60 @@ pub enum Command {
     },
     /// Stop the running daemon.
     Shutdown,
+    /// Peers of the running daemon.
+    #[command(subcommand)]
+    Swarm(SwarmCommand),
+    /// The DHT: providers and peers.
+    #[command(subcommand)]
+    Routing(RoutingCommand),
+    /// The Bitswap exchange of the running daemon.
+    #[command(subcommand)]
+    Bitswap(BitswapCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SwarmCommand {
+    /// List connected peers.
+    Peers,
+    /// Connect to peers (`/ip4/.../tcp/.../p2p/<id>`).
+    Connect {
+        #[arg(required = true)]
+        addrs: Vec<String>,
+    },
+    /// Close connections to peers (a multiaddr or a peer id).
+    Disconnect {
+        #[arg(required = true)]
+        addrs: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoutingCommand {
+    /// Find peers that provide a CID.
+    Findprovs {
+        cid: String,
+        /// How many providers to look for.
+        #[arg(short = 'n', long = "num-providers", default_value_t = 20)]
+        num: u32,
+    },
+    /// Announce to the DHT that this node provides CIDs.
+    Provide {
+        #[arg(required = true)]
+        cids: Vec<String>,
+    },
+    /// Find the addresses of a peer.
+    Findpeer { peer: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BitswapCommand {
+    /// Counters and partners.
+    Stat,
+    /// The blocks this node wants (or a peer wants from it).
+    Wantlist {
+        #[arg(short = 'p', long)]
+        peer: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -288,6 +344,9 @@ pub fn run(cli: Cli) -> Result<()> {
             Some(client) => client.shutdown()?,
             None => bail!("no daemon running"),
         },
+        Command::Swarm(cmd) => swarm(&online_client(&path)?, cmd, &mut stdout)?,
+        Command::Routing(cmd) => routing(&online_client(&path)?, cmd, &mut stdout)?,
+        Command::Bitswap(cmd) => bitswap(&online_client(&path)?, cmd, &mut stdout, json)?,
         Command::Add(args) => add(&Backend::open(&path)?, args, &mut stdout, json)?,
         Command::Cat { path: p, offset, length } => {
             Backend::open(&path)?.cat(&p, offset, length, &mut stdout)?;
@@ -376,6 +435,108 @@ pub fn run(cli: Cli) -> Result<()> {
         }
     }
     stdout.flush()?;
+    Ok(())
+}
+
+/// The running daemon's API, for the commands that need the network.
+fn online_client(repo: &Path) -> Result<Client> {
+    Client::discover(repo)?
+        .ok_or_else(|| anyhow::anyhow!("this command must be run in online mode. Try running 'btfs daemon' first"))
+}
+
+/// Every JSON value a command answers.
+fn values(client: &Client, cmd: &str, query: &[(&str, &str)]) -> Result<Vec<Value>> {
+    let mut out = Vec::new();
+    client.command(cmd, query, &mut |v| out.push(v))?;
+    Ok(out)
+}
+
+fn strings(v: &Value, key: &str) -> Vec<String> {
+    v[key].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
+}
+
+fn swarm(client: &Client, cmd: SwarmCommand, out: &mut dyn Write) -> Result<()> {
+    let (name, addrs) = match cmd {
+        SwarmCommand::Peers => {
+            for v in values(client, "swarm/peers", &[])? {
+                for peer in v["Peers"].as_array().into_iter().flatten() {
+                    let (addr, id) = (peer["Addr"].as_str().unwrap_or(""), peer["Peer"].as_str().unwrap_or(""));
+                    writeln!(out, "{addr}/p2p/{id}")?;
+                }
+            }
+            return Ok(());
+        }
+        SwarmCommand::Connect { addrs } => ("swarm/connect", addrs),
+        SwarmCommand::Disconnect { addrs } => ("swarm/disconnect", addrs),
+    };
+    let query: Vec<(&str, &str)> = addrs.iter().map(|a| ("arg", a.as_str())).collect();
+    for v in values(client, name, &query)? {
+        for line in strings(&v, "Strings") {
+            writeln!(out, "{line}")?;
+        }
+    }
+    Ok(())
+}
+
+fn routing(client: &Client, cmd: RoutingCommand, out: &mut dyn Write) -> Result<()> {
+    match cmd {
+        RoutingCommand::Findprovs { cid, num } => {
+            let num = num.to_string();
+            client.command("routing/findprovs", &[("arg", &cid), ("num-providers", &num)], &mut |v| {
+                for r in v["Responses"].as_array().into_iter().flatten() {
+                    if let Some(id) = r["ID"].as_str() {
+                        let _ = writeln!(out, "{id}");
+                    }
+                }
+            })?;
+        }
+        RoutingCommand::Provide { cids } => {
+            let query: Vec<(&str, &str)> = cids.iter().map(|c| ("arg", c.as_str())).collect();
+            values(client, "routing/provide", &query)?;
+        }
+        RoutingCommand::Findpeer { peer } => {
+            for v in values(client, "routing/findpeer", &[("arg", &peer)])? {
+                for r in v["Responses"].as_array().into_iter().flatten() {
+                    for addr in strings(r, "Addrs") {
+                        writeln!(out, "{addr}")?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn bitswap(client: &Client, cmd: BitswapCommand, out: &mut dyn Write, json: bool) -> Result<()> {
+    match cmd {
+        BitswapCommand::Stat => {
+            let v = values(client, "bitswap/stat", &[])?.pop().unwrap_or_default();
+            if json {
+                writeln!(out, "{v}")?;
+                return Ok(());
+            }
+            let n = |k: &str| v[k].as_u64().unwrap_or(0);
+            let len = |k: &str| v[k].as_array().map_or(0, Vec::len);
+            writeln!(out, "bitswap status")?;
+            writeln!(out, "\tprovides buffer: {} / 256", n("ProvideBufLen"))?;
+            writeln!(out, "\tblocks received: {}", n("BlocksReceived"))?;
+            writeln!(out, "\tblocks sent: {}", n("BlocksSent"))?;
+            writeln!(out, "\tdata received: {}", n("DataReceived"))?;
+            writeln!(out, "\tdata sent: {}", n("DataSent"))?;
+            writeln!(out, "\tdup blocks received: {}", n("DupBlksReceived"))?;
+            writeln!(out, "\tdup data received: {}", n("DupDataReceived"))?;
+            writeln!(out, "\twantlist [{} keys]", len("Wantlist"))?;
+            writeln!(out, "\tpartners [{}]", len("Peers"))?;
+        }
+        BitswapCommand::Wantlist { peer } => {
+            let query: Vec<(&str, &str)> = peer.iter().map(|p| ("peer", p.as_str())).collect();
+            for v in values(client, "bitswap/wantlist", &query)? {
+                for key in v["Keys"].as_array().into_iter().flatten() {
+                    writeln!(out, "{}", key["/"].as_str().unwrap_or(""))?;
+                }
+            }
+        }
+    }
     Ok(())
 }
 

@@ -30,7 +30,7 @@ use libp2p::{PeerId, Stream, StreamProtocol};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use self::message::{Entry, MAX_MESSAGE, Message, Presence, Version, WantType};
+use self::message::{Entry, Message, Presence, Version, WantType};
 use crate::Node;
 
 pub const PROTOCOL_120: StreamProtocol = StreamProtocol::new("/ipfs/bitswap/1.2.0");
@@ -42,8 +42,10 @@ pub const PROTOCOL_LEGACY: StreamProtocol = StreamProtocol::new("/ipfs/bitswap")
 const MAX_PEER_WANTS: usize = 16 * 1024;
 /// Serve requests queued per peer; a flood beyond this is dropped.
 const MAX_PEER_QUEUE: usize = 16 * 1024;
-/// Bytes of blocks per outgoing message: under `MAX_MESSAGE` with room for the envelope.
-const MESSAGE_BLOCK_BUDGET: usize = MAX_MESSAGE - 64 * 1024;
+/// Bytes of blocks per outgoing message (a block larger than this goes alone; every message stays under
+/// `MAX_MESSAGE`). Smaller messages pipeline better: the receiver decodes one while the next arrives.
+/// Measured over loopback, 1 GiB: 4 MiB messages about 100 MB/s, 1 MiB about 165 MB/s, 256 KiB about 130.
+const MESSAGE_BLOCK_BUDGET: usize = 1024 * 1024;
 /// A peer that sends this many malformed messages is disconnected.
 const MAX_STRIKES: u32 = 3;
 /// How long one outgoing message may take to write.
@@ -52,8 +54,10 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// What a session hears about the blocks it wants.
 #[derive(Debug, Clone)]
 pub enum SessionEvent {
-    /// The block arrived from `from`, was verified and is stored.
+    /// The block arrived from `from` and matches its CID; it is being written to the store.
     Block { cid: Cid, from: PeerId, data: Bytes },
+    /// The block is in the store.
+    Stored(Cid),
     Have { cid: Cid, from: PeerId },
     DontHave { cid: Cid, from: PeerId },
     PeerGone(PeerId),
@@ -64,7 +68,7 @@ pub type SessionId = u64;
 /// Requests to the engine.
 pub(crate) enum Command {
     Inbound { peer: PeerId, msg: Message },
-    Stored(Vec<(Cid, PeerId, Bytes)>),
+    Stored(Vec<Cid>),
     PeerConnected(PeerId),
     PeerDisconnected(PeerId),
     Misbehaved(PeerId, String),
@@ -176,7 +180,9 @@ struct Engine {
     sessions: HashMap<SessionId, mpsc::UnboundedSender<SessionEvent>>,
     /// Which sessions want which block (by multihash: the store's key).
     interest: HashMap<Multihash, (Cid, Vec<SessionId>)>,
-    store_tx: crossbeam_channel::Sender<(Block, PeerId)>,
+    store_tx: crossbeam_channel::Sender<Block>,
+    /// Which sessions wait for a received block to reach the store.
+    storing: HashMap<Multihash, Vec<SessionId>>,
     shutdown: CancellationToken,
 }
 
@@ -224,6 +230,7 @@ impl Bitswap {
             sessions: HashMap::new(),
             interest: HashMap::new(),
             store_tx,
+            storing: HashMap::new(),
             shutdown: shutdown.clone(),
         };
         tokio::spawn(engine.run(rx));
@@ -358,29 +365,24 @@ async fn read_loop(
 }
 
 /// Writes wanted blocks to the store in batches and reports them back.
-fn store_writer(
-    node: Arc<Node>,
-    rx: crossbeam_channel::Receiver<(Block, PeerId)>,
-    stored: mpsc::UnboundedSender<Vec<(Cid, PeerId, Bytes)>>,
-) {
+fn store_writer(node: Arc<Node>, rx: crossbeam_channel::Receiver<Block>, stored: mpsc::UnboundedSender<Vec<Cid>>) {
     while let Ok(first) = rx.recv() {
+        let mut bytes = first.data.len();
         let mut batch = vec![first];
-        let mut bytes = batch[0].0.data.len();
         while bytes < 32 * 1024 * 1024 {
             match rx.try_recv() {
                 Ok(next) => {
-                    bytes += next.0.data.len();
+                    bytes += next.data.len();
                     batch.push(next);
                 }
                 Err(_) => break,
             }
         }
-        if let Err(e) = node.repo().store().put_many(batch.iter().map(|(b, _)| b)) {
+        if let Err(e) = node.repo().store().put_many(batch.iter()) {
             tracing::error!(error = %e, "storing received blocks failed");
             continue;
         }
-        let done = batch.into_iter().map(|(b, peer)| (b.cid, peer, Bytes::from(b.data))).collect();
-        if stored.send(done).is_err() {
+        if stored.send(batch.into_iter().map(|b| b.cid).collect()).is_err() {
             return;
         }
     }
@@ -408,11 +410,10 @@ impl Engine {
         match cmd {
             Command::Inbound { peer, msg } => self.on_message(peer, msg),
             Command::Stored(batch) => {
-                for (cid, from, data) in batch {
-                    let Some((_, sessions)) = self.interest.remove(cid.hash()) else { continue };
-                    for id in sessions {
+                for cid in batch {
+                    for id in self.storing.remove(cid.hash()).unwrap_or_default() {
                         if let Some(s) = self.sessions.get(&id) {
-                            let _ = s.send(SessionEvent::Block { cid, from, data: data.clone() });
+                            let _ = s.send(SessionEvent::Stored(cid));
                         }
                     }
                 }
@@ -445,6 +446,10 @@ impl Engine {
             }
             Command::CloseSession(id) => {
                 self.sessions.remove(&id);
+                self.storing.retain(|_, ids| {
+                    ids.retain(|s| *s != id);
+                    !ids.is_empty()
+                });
                 self.interest.retain(|_, (_, ids)| {
                     ids.retain(|s| *s != id);
                     !ids.is_empty()
@@ -504,8 +509,17 @@ impl Engine {
             self.counters.blocks_received.fetch_add(1, Ordering::Relaxed);
             self.counters.data_received.fetch_add(len, Ordering::Relaxed);
             self.peers.entry(peer).or_default().recv += len;
-            if self.interest.contains_key(cid.hash()) {
-                let _ = self.store_tx.send((Block { cid, data }, peer));
+            // Sessions hear of a block as soon as it is verified (decoding hashed it), so the next wants go
+            // out while it is written; they finish only once every block is stored.
+            if let Some((_, sessions)) = self.interest.remove(cid.hash()) {
+                let data = Bytes::from(data);
+                for id in &sessions {
+                    if let Some(s) = self.sessions.get(id) {
+                        let _ = s.send(SessionEvent::Block { cid, from: peer, data: data.clone() });
+                    }
+                }
+                self.storing.entry(*cid.hash()).or_default().extend(sessions);
+                let _ = self.store_tx.send(Block { cid, data: data.into() });
             } else {
                 self.counters.dup_blks_received.fetch_add(1, Ordering::Relaxed);
             }

@@ -21,7 +21,7 @@ use super::{Bitswap, Command, SessionEvent};
 use crate::Node;
 
 /// Blocks outstanding per peer.
-const PEER_WINDOW: usize = 48;
+const PEER_WINDOW: usize = 128;
 /// A want-block unanswered this long goes to another peer.
 const WANT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the session looks again for peers while it has none.
@@ -76,6 +76,8 @@ struct Session {
     /// Peers asked whether they have the first block.
     probed: HashSet<PeerId>,
     seen: HashSet<Cid>,
+    /// Received blocks not yet confirmed stored.
+    unstored: HashSet<Cid>,
     stats: FetchStats,
     last_progress: Instant,
     last_search: Option<Instant>,
@@ -99,6 +101,7 @@ impl Bitswap {
             lacking: HashMap::new(),
             probed: HashSet::new(),
             seen: HashSet::new(),
+            unstored: HashSet::new(),
             stats: FetchStats::default(),
             last_progress: Instant::now(),
             last_search: None,
@@ -140,7 +143,7 @@ impl Session {
         self.enqueue_local(roots).await?;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
-            if self.need.is_empty() && self.inflight.is_empty() {
+            if self.need.is_empty() && self.inflight.is_empty() && self.unstored.is_empty() {
                 self.stats.peers = self.peers.len();
                 return Ok(self.stats.clone());
             }
@@ -193,6 +196,9 @@ impl Session {
                 self.peers.entry(from).or_default();
                 self.on_block(cid, &data).await?;
             }
+            SessionEvent::Stored(cid) => {
+                self.unstored.remove(&cid);
+            }
             SessionEvent::Have { from, .. } => {
                 self.peers.entry(from).or_default();
             }
@@ -216,6 +222,7 @@ impl Session {
     }
 
     async fn on_block(&mut self, cid: Cid, data: &[u8]) -> Result<(), FetchError> {
+        self.unstored.insert(cid);
         self.stats.blocks += 1;
         self.stats.bytes += data.len() as u64;
         self.last_progress = Instant::now();
@@ -321,7 +328,8 @@ impl Session {
             self.bitswap.send(Command::Cancel { peer, cids: vec![cid] }).await;
         }
         if now.duration_since(self.last_progress) > self.opts.stall {
-            let cid = self.need.front().or_else(|| self.inflight.keys().next()).copied();
+            let cid =
+                self.need.front().or_else(|| self.inflight.keys().next()).or_else(|| self.unstored.iter().next()).copied();
             if let Some(cid) = cid {
                 return Err(FetchError::NotFound { cid, secs: self.opts.stall.as_secs() });
             }
