@@ -20,7 +20,7 @@ pub mod wire;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use btfs_chunker::hash::Multihash;
 use btfs_chunker::{Block, Cid};
@@ -48,6 +48,8 @@ const MAX_PEER_QUEUE: usize = 16 * 1024;
 const MESSAGE_BLOCK_BUDGET: usize = 1024 * 1024;
 /// A peer that sends this many malformed messages is disconnected.
 const MAX_STRIKES: u32 = 3;
+/// An outgoing stream idle this long is closed rather than reused (Helia resets idle streams at 10 s).
+const STREAM_IDLE: Duration = Duration::from_secs(5);
 /// How long one outgoing message may take to write.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -605,7 +607,7 @@ struct Answer {
 
 impl PeerWriter {
     async fn run(mut self) {
-        let mut stream: Option<(Stream, Version)> = None;
+        let mut stream: Option<(Stream, Version, Instant)> = None;
         // The next answer is read from the store while the current message is being written.
         let mut reading: Option<tokio::task::JoinHandle<Answer>> = None;
         loop {
@@ -701,16 +703,43 @@ impl PeerWriter {
         })
     }
 
-    async fn write(&mut self, stream: &mut Option<(Stream, Version)>, msg: &Message) -> std::io::Result<()> {
-        if stream.is_none() {
-            *stream = Some(self.open().await?);
+    /// Writes one message. A stream we reuse may have been closed by the peer in the meantime (Helia resets
+    /// a Bitswap stream after 10 s idle), so a failure on a reused stream is retried once on a fresh one.
+    async fn write(&mut self, stream: &mut Option<(Stream, Version, Instant)>, msg: &Message) -> std::io::Result<()> {
+        if stream.as_ref().is_some_and(|(_, _, last)| last.elapsed() > STREAM_IDLE) {
+            *stream = None;
         }
-        let Some((s, version)) = stream.as_mut() else { return Err(std::io::Error::other("no stream")) };
+        let reused = stream.is_some();
+        match self.write_once(stream, msg).await {
+            Err(e) if reused => {
+                tracing::debug!(peer = %self.peer, error = %e, "bitswap: reused stream failed; opening a new one");
+                *stream = None;
+                self.write_once(stream, msg).await
+            }
+            other => other,
+        }
+    }
+
+    async fn write_once(
+        &mut self,
+        stream: &mut Option<(Stream, Version, Instant)>,
+        msg: &Message,
+    ) -> std::io::Result<()> {
+        if stream.is_none() {
+            let (s, v) = self.open().await?;
+            *stream = Some((s, v, Instant::now()));
+        }
+        let Some((s, version, last)) = stream.as_mut() else { return Err(std::io::Error::other("no stream")) };
         let body = msg.encode(*version);
-        match tokio::time::timeout(WRITE_TIMEOUT, wire::write_message(s, &body)).await {
+        let result = match tokio::time::timeout(WRITE_TIMEOUT, wire::write_message(s, &body)).await {
             Ok(result) => result,
             Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "peer is not reading")),
+        };
+        *last = Instant::now();
+        if result.is_err() {
+            *stream = None;
         }
+        result
     }
 
     /// Opens a stream at the newest version the peer speaks.
