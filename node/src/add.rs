@@ -359,7 +359,8 @@ impl Ctx<'_, '_> {
                 continue;
             };
             // Close the open directories this entry is not inside, then open the ones it is inside.
-            let keep = open.iter().zip(parents).take_while(|((open_name, _), part)| open_name.as_str() == **part).count();
+            let keep =
+                open.iter().zip(parents).take_while(|((open_name, _), part)| open_name.as_str() == **part).count();
             self.close_dirs(&mut open, keep, roots)?;
             for part in &parents[open.len()..] {
                 open.push(((*part).to_string(), DirectoryBuilder::new()));

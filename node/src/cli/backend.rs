@@ -17,7 +17,8 @@ use crate::read::LsEntry;
 
 /// A node to run commands on.
 pub(crate) enum Backend {
-    Local(Node),
+    /// Boxed: a `Node` is large and there is one per process.
+    Local(Box<Node>),
     Remote(Client),
 }
 
@@ -28,7 +29,7 @@ impl Backend {
             tracing::debug!("using the running daemon's API");
             return Ok(Self::Remote(client));
         }
-        Ok(Self::Local(Node::open(repo)?))
+        Ok(Self::Local(Box::new(Node::open(repo)?)))
     }
 
     pub(crate) fn add(
@@ -171,9 +172,9 @@ impl Backend {
                 }
                 Ok(bad.len() as u64)
             }
-            Self::Remote(c) => Ok(c.repo_verify(&mut |msg| {
-                on_corrupt(msg).map_err(crate::client::ClientError::Output)
-            })?),
+            Self::Remote(c) => {
+                Ok(c.repo_verify(&mut |msg| on_corrupt(msg).map_err(crate::client::ClientError::Output))?)
+            }
         }
     }
 

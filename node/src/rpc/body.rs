@@ -97,10 +97,8 @@ impl Output {
     }
 
     fn with(extra: &[(&'static str, &'static str)], content_type: &'static str) -> Self {
-        let mut headers: Vec<(HeaderName, HeaderValue)> = extra
-            .iter()
-            .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
-            .collect();
+        let mut headers: Vec<(HeaderName, HeaderValue)> =
+            extra.iter().map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v))).collect();
         headers.push((header::CONTENT_TYPE, HeaderValue::from_static(content_type)));
         headers.push((header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(EXPOSED_HEADERS)));
         headers.push((header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSED_HEADERS)));

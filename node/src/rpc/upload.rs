@@ -105,26 +105,22 @@ async fn pump(mut multipart: Multipart, tx: mpsc::Sender<Msg>) {
         }
         match forward(field, &tx).await {
             Forwarded::Ok => {}
-            Forwarded::ConsumerGone(field) => {
-                consumer_gone = true;
-                if let Some(field) = field {
-                    drain(field).await;
-                }
-            }
+            Forwarded::ConsumerGone => consumer_gone = true,
             Forwarded::ReadFailed => return,
         }
     }
 }
 
-enum Forwarded<'a> {
+enum Forwarded {
     Ok,
-    /// The command stopped reading; the rest of this part, if any, is still to be drained.
-    ConsumerGone(Option<Field<'a>>),
+    /// The command stopped reading; this part was drained.
+    ConsumerGone,
     /// The request body broke off; the command was told.
     ReadFailed,
 }
 
-async fn forward<'a>(mut field: Field<'a>, tx: &mpsc::Sender<Msg>) -> Forwarded<'a> {
+/// Hands one part to the command; if the command is gone, reads the rest of the part and drops it.
+async fn forward(mut field: Field<'_>, tx: &mpsc::Sender<Msg>) -> Forwarded {
     let raw = field.file_name().unwrap_or("").to_string();
     let path = query_unescape(&raw).unwrap_or(raw);
     let media = field.content_type().map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
@@ -137,17 +133,24 @@ async fn forward<'a>(mut field: Field<'a>, tx: &mpsc::Sender<Msg>) -> Forwarded<
                     Ok(Some(c)) if target.len() + c.len() <= MAX_SYMLINK => target.extend_from_slice(&c),
                     Ok(Some(_)) => {
                         let e = io::Error::new(io::ErrorKind::InvalidData, format!("symlink {path:?} is too long"));
-                        return fail(tx, e, Some(field)).await;
+                        let _ = tx.send(Msg::Failed(e)).await;
+                        // The command fails on this error and stops reading.
+                        drain(field).await;
+                        return Forwarded::ConsumerGone;
                     }
                     Ok(None) => break,
-                    Err(e) => return fail(tx, io::Error::other(e.body_text()), None).await,
+                    Err(e) => {
+                        let _ = tx.send(Msg::Failed(io::Error::other(e.body_text()))).await;
+                        return Forwarded::ReadFailed;
+                    }
                 }
             }
             match String::from_utf8(target) {
                 Ok(t) => TreeEntryKind::Symlink(t),
                 Err(_) => {
                     let e = io::Error::new(io::ErrorKind::InvalidData, format!("symlink {path:?} is not UTF-8"));
-                    return fail(tx, e, None).await;
+                    let _ = tx.send(Msg::Failed(e)).await;
+                    return Forwarded::ConsumerGone;
                 }
             }
         }
@@ -155,13 +158,15 @@ async fn forward<'a>(mut field: Field<'a>, tx: &mpsc::Sender<Msg>) -> Forwarded<
             let (chunks_tx, chunks_rx) = mpsc::channel(PART_DEPTH);
             let reader = PartReader { rx: chunks_rx, current: Bytes::new() };
             if tx.send(Msg::Entry(TreeEntry { path, kind: TreeEntryKind::File(Box::new(reader)) })).await.is_err() {
-                return Forwarded::ConsumerGone(Some(field));
+                drain(field).await;
+                return Forwarded::ConsumerGone;
             }
             loop {
                 match field.chunk().await {
                     Ok(Some(c)) => {
                         if chunks_tx.send(Ok(c)).await.is_err() {
-                            return Forwarded::ConsumerGone(Some(field));
+                            drain(field).await;
+                            return Forwarded::ConsumerGone;
                         }
                     }
                     // Dropping the sender is the file's end.
@@ -175,17 +180,9 @@ async fn forward<'a>(mut field: Field<'a>, tx: &mpsc::Sender<Msg>) -> Forwarded<
         }
     };
     if tx.send(Msg::Entry(TreeEntry { path, kind })).await.is_err() {
-        return Forwarded::ConsumerGone(None);
+        return Forwarded::ConsumerGone;
     }
     Forwarded::Ok
-}
-
-async fn fail<'a>(tx: &mpsc::Sender<Msg>, e: io::Error, rest: Option<Field<'a>>) -> Forwarded<'a> {
-    if tx.send(Msg::Failed(e)).await.is_err() {
-        return Forwarded::ConsumerGone(rest);
-    }
-    // The command fails on this error and stops reading: drain what is left.
-    Forwarded::ConsumerGone(rest)
 }
 
 async fn drain(mut field: Field<'_>) {
