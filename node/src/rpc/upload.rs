@@ -3,8 +3,8 @@
 //!
 //! Topology: the pump task owns the multipart stream. For each part it sends one entry through a channel
 //! of depth one; a file entry carries the receiving end of its own bounded channel of chunks, which the
-//! pump then fills while the command reads it. Nothing is buffered beyond a few chunks, so an upload of
-//! any size costs the same memory. The end of the body is an explicit message: a channel that closes
+//! pump then fills, in batches of the body's own pieces (no copy), while the command reads it. Nothing
+//! is buffered beyond a few batches, so an upload of any size costs the same memory. The end of the body is an explicit message: a channel that closes
 //! without it (the pump died) reads as an error, never as a shorter upload.
 //!
 //! kubo's layout (boxo `files`): every part is an entry named by its `Content-Disposition` filename,
@@ -26,8 +26,11 @@ use tokio::task::JoinHandle;
 use super::ApiError;
 use crate::add::{TreeEntry, TreeEntryKind, TreeSource};
 
-/// Chunks of one part in flight between the pump and the command.
-const PART_DEPTH: usize = 8;
+/// Batches of one part's chunks in flight between the pump and the command.
+const PART_DEPTH: usize = 4;
+/// Bytes gathered into one batch: the body arrives in pieces of ~10 KB, and handing each across threads
+/// on its own cost more than the hashing (one 256 KiB chunk is what the importer reads at a time).
+const BATCH_BYTES: usize = 256 * 1024;
 /// The longest symlink target accepted (Linux's `PATH_MAX`).
 const MAX_SYMLINK: usize = 4096;
 
@@ -156,21 +159,33 @@ async fn forward(mut field: Field<'_>, tx: &mpsc::Sender<Msg>) -> Forwarded {
         }
         _ => {
             let (chunks_tx, chunks_rx) = mpsc::channel(PART_DEPTH);
-            let reader = PartReader { rx: chunks_rx, current: Bytes::new() };
+            let reader = PartReader { rx: chunks_rx, batch: Vec::new().into_iter(), current: Bytes::new() };
             if tx.send(Msg::Entry(TreeEntry { path, kind: TreeEntryKind::File(Box::new(reader)) })).await.is_err() {
                 drain(field).await;
                 return Forwarded::ConsumerGone;
             }
+            let mut batch = Vec::new();
+            let mut batch_bytes = 0;
             loop {
                 match field.chunk().await {
                     Ok(Some(c)) => {
-                        if chunks_tx.send(Ok(c)).await.is_err() {
-                            drain(field).await;
-                            return Forwarded::ConsumerGone;
+                        batch_bytes += c.len();
+                        batch.push(c);
+                        if batch_bytes >= BATCH_BYTES {
+                            batch_bytes = 0;
+                            if chunks_tx.send(Ok(std::mem::take(&mut batch))).await.is_err() {
+                                drain(field).await;
+                                return Forwarded::ConsumerGone;
+                            }
                         }
                     }
-                    // Dropping the sender is the file's end.
-                    Ok(None) => return Forwarded::Ok,
+                    Ok(None) => {
+                        if !batch.is_empty() && chunks_tx.send(Ok(batch)).await.is_err() {
+                            return Forwarded::ConsumerGone;
+                        }
+                        // Dropping the sender is the file's end.
+                        return Forwarded::Ok;
+                    }
                     Err(e) => {
                         let _ = chunks_tx.send(Err(io::Error::new(io::ErrorKind::InvalidData, e.body_text()))).await;
                         return Forwarded::ReadFailed;
@@ -191,15 +206,20 @@ async fn drain(mut field: Field<'_>) {
 
 /// Reads one part's chunks as they arrive.
 struct PartReader {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
+    rx: mpsc::Receiver<io::Result<Vec<Bytes>>>,
+    batch: std::vec::IntoIter<Bytes>,
     current: Bytes,
 }
 
 impl Read for PartReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.current.is_empty() {
+            if let Some(next) = self.batch.next() {
+                self.current = next;
+                continue;
+            }
             match self.rx.blocking_recv() {
-                Some(Ok(chunk)) => self.current = chunk,
+                Some(Ok(batch)) => self.batch = batch.into_iter(),
                 Some(Err(e)) => return Err(e),
                 None => return Ok(0),
             }
