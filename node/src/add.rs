@@ -212,6 +212,10 @@ pub fn add(
             AddInput::Tree(source) => ctx.add_tree(source, &mut roots)?,
         }
     }
+    // An upload with no parts in it (kubo: "expected a file argument").
+    if roots.is_empty() {
+        return Err(AddError::Empty);
+    }
     let mut dirs = std::mem::take(&mut ctx.dirs);
     let results = if opts.wrap {
         let mut wrapper = DirectoryBuilder::new();

@@ -27,7 +27,7 @@ mod body;
 mod error;
 mod files;
 mod system;
-mod upload;
+pub(crate) mod upload;
 
 use std::sync::Arc;
 

@@ -212,6 +212,9 @@ async fn add_flags_are_kubos() {
     assert!(msg.contains("rabin"), "{msg}");
     let msg = api.upload("/api/v0/add?pin=maybe", &[file("x", HELLO)]).await.error(StatusCode::BAD_REQUEST, 1);
     assert!(msg.contains("maybe"), "{msg}");
+    // A multipart body without parts adds nothing, which is an error as in kubo.
+    let msg = api.upload("/api/v0/add", &[]).await.error(StatusCode::INTERNAL_SERVER_ERROR, 0);
+    assert_eq!(msg, "nothing to add");
     // No multipart body: kubo's missing file argument.
     let msg = api.post("/api/v0/add").await.error(StatusCode::BAD_REQUEST, 1);
     assert_eq!(msg, "file argument 'path' is required");
