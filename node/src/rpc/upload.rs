@@ -16,14 +16,21 @@
 
 use std::io::{self, Read};
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
 use axum::extract::multipart::Field;
-use axum::extract::{FromRequest, Multipart, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request};
+use axum::handler::Handler;
 use axum::http::header;
+use axum::routing::{MethodRouter, post};
 use bytes::Bytes;
+use futures::Stream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::ApiError;
+use super::{ApiError, RpcContext};
 use crate::add::{TreeEntry, TreeEntryKind, TreeSource};
 
 /// Batches of one part's chunks in flight between the pump and the command.
@@ -68,6 +75,17 @@ impl Upload {
     }
 }
 
+/// The route of a command that takes an upload: POST, without axum's default 2 MiB body limit (an upload
+/// streams through `start`, part by part, so its size costs no memory). A route that calls `start` must
+/// be made with this, or axum cuts the upload off at 2 MiB.
+pub(crate) fn route<H, T>(handler: H) -> MethodRouter<RpcContext>
+where
+    H: Handler<T, RpcContext>,
+    T: 'static,
+{
+    post(handler).layer(DefaultBodyLimit::disable())
+}
+
 /// Starts reading the multipart body of `req`. A request without one is refused as kubo refuses a
 /// command whose file argument is missing.
 pub(crate) async fn start(req: Request, file_arg: &str) -> Result<(Upload, JoinHandle<()>), ApiError> {
@@ -79,12 +97,40 @@ pub(crate) async fn start(req: Request, file_arg: &str) -> Result<(Upload, JoinH
     if !is_multipart {
         return Err(ApiError::bad_request(format!("file argument '{file_arg}' is required")));
     }
+    let req = req.map(|body| Body::from_stream(OnePieceAtATime { inner: body.into_data_stream(), paused: false }));
     let multipart = Multipart::from_request(req, &())
         .await
         .map_err(|e| ApiError::bad_request(format!("invalid multipart body: {}", e.body_text())))?;
     let (tx, rx) = mpsc::channel(1);
     let pump = tokio::spawn(pump(multipart, tx));
     Ok((Upload { rx }, pump))
+}
+
+/// Hands multer one piece of the body per poll. multer 3.1 takes everything that is ready in one go, and
+/// while it looks for the first boundary it reads an end of stream that came in the same go as the data
+/// as a truncated body ("incomplete multipart stream"), which a small upload arriving just after a first
+/// `Pending` would hit. A pause after each piece keeps the end in a poll of its own, and multer's buffer
+/// to about one piece.
+struct OnePieceAtATime<S> {
+    inner: S,
+    paused: bool,
+}
+
+impl<S: Stream + Unpin> Stream for OnePieceAtATime<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        if self.paused {
+            self.paused = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let item = Pin::new(&mut self.inner).poll_next(cx);
+        if let Poll::Ready(Some(_)) = item {
+            self.paused = true;
+        }
+        item
+    }
 }
 
 async fn pump(mut multipart: Multipart, tx: mpsc::Sender<Msg>) {
@@ -122,7 +168,7 @@ enum Forwarded {
     ReadFailed,
 }
 
-/// Hands one part to the command; if the command is gone, reads the rest of the part and drops it.
+/// Hands one part to the command. A part the command stops reading is read to its end and dropped.
 async fn forward(mut field: Field<'_>, tx: &mpsc::Sender<Msg>) -> Forwarded {
     let raw = field.file_name().unwrap_or("").to_string();
     let path = query_unescape(&raw).unwrap_or(raw);
@@ -174,16 +220,20 @@ async fn forward(mut field: Field<'_>, tx: &mpsc::Sender<Msg>) -> Forwarded {
                         if batch_bytes >= BATCH_BYTES {
                             batch_bytes = 0;
                             if chunks_tx.send(Ok(std::mem::take(&mut batch))).await.is_err() {
+                                // The command dropped this part's reader: it wants no more of this part
+                                // (a CAR reader that is done), but maybe the next parts. If the command is
+                                // gone, sending the next entry says so.
                                 drain(field).await;
-                                return Forwarded::ConsumerGone;
+                                return Forwarded::Ok;
                             }
                         }
                     }
                     Ok(None) => {
-                        if !batch.is_empty() && chunks_tx.send(Ok(batch)).await.is_err() {
-                            return Forwarded::ConsumerGone;
+                        // A dropped reader wants no more of this part, as above; dropping the sender is
+                        // the part's end.
+                        if !batch.is_empty() {
+                            let _ = chunks_tx.send(Ok(batch)).await;
                         }
-                        // Dropping the sender is the file's end.
                         return Forwarded::Ok;
                     }
                     Err(e) => {
@@ -234,4 +284,83 @@ impl Read for PartReader {
 /// validly (kubo then uses it as it is).
 fn query_unescape(s: &str) -> Option<String> {
     urlencoding::decode(&s.replace('+', " ")).ok().map(|c| c.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(parts: &[(&str, &[u8])]) -> axum::http::Request<Body> {
+        let mut body = Vec::new();
+        for (name, data) in parts {
+            body.extend_from_slice(
+                format!(
+                    "--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            body.extend_from_slice(data);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b"--B--\r\n");
+        // In pieces with a pause between them, as a socket delivers it (multer takes all that is ready at
+        // once), so a large part spans many batches.
+        let pieces: Vec<Result<Bytes, io::Error>> = body.chunks(8192).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        let pieces = futures::StreamExt::then(futures::stream::iter(pieces), |p| async {
+            tokio::task::yield_now().await;
+            p
+        });
+        axum::http::Request::builder()
+            .method("POST")
+            .uri("/")
+            .header("content-type", "multipart/form-data; boundary=B")
+            .body(Body::from_stream(pieces))
+            .expect("request")
+    }
+
+    /// Sends `req` to a route made by `route` whose command reads up to 16 bytes of each file part and
+    /// answers `name=<bytes read>` lines.
+    async fn heads(req: axum::http::Request<Body>) -> String {
+        use tower::ServiceExt;
+        async fn command(req: Request) -> Result<String, ApiError> {
+            let (mut upload, pump) = start(req, "path").await?;
+            let lines = tokio::task::spawn_blocking(move || {
+                let mut lines = String::new();
+                while let Some((name, mut reader)) = upload.next_file()? {
+                    let mut head = [0u8; 16];
+                    let n = reader.read(&mut head)?;
+                    lines.push_str(&format!("{name}={}\n", String::from_utf8_lossy(&head[..n])));
+                }
+                Ok::<_, io::Error>(lines)
+            })
+            .await
+            .map_err(|_| ApiError::Internal)??;
+            pump.await.map_err(|_| ApiError::Internal)?;
+            Ok(lines)
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = crate::Node::init(&dir.path().join("r"), crate::repo::InitProfile::Test).expect("init");
+        let ctx = RpcContext { node: std::sync::Arc::new(node), shutdown: tokio_util::sync::CancellationToken::new() };
+        let app = axum::Router::new().route("/", route(command)).with_state(ctx);
+        let resp = app.oneshot(req).await.expect("router");
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    /// A command may stop reading a part (a CAR reader done before the part's end); the parts after it
+    /// must still arrive, however much of the first was left unread. The first part is also larger
+    /// than axum's default body limit, which `route` lifts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_part_left_unread_does_not_lose_the_next() {
+        let first = vec![b'7'; 3 * 1024 * 1024];
+        let lines = heads(request(&[("first", &first), ("second", b"second part")])).await;
+        assert_eq!(lines, "first=7777777777777777\nsecond=second part\n");
+    }
+
+    /// Also a small body that arrives, end included, after a first `Pending`: multer alone reads that as
+    /// an incomplete stream (see `OnePieceAtATime`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn names_are_unescaped_as_kubo_escapes_them() {
+        assert_eq!(heads(request(&[("dir%2Fa+b%25.txt", b"x")])).await, "dir/a b%.txt=x\n");
+    }
 }
