@@ -114,11 +114,8 @@ impl Backend {
     pub(crate) fn block_put(&self, data: Vec<u8>, codec: &str, mhtype: &str, pin: bool) -> Result<Cid> {
         Ok(match self {
             Self::Local(n) => {
-                let cid = n.block_put(data, codec_from_name(codec)?, mhtype.parse()?, false)?;
-                if pin {
-                    n.pin_add(&cid, false)?;
-                }
-                cid
+                let (codec, hash) = (codec_from_name(codec)?, mhtype.parse()?);
+                if pin { n.block_put_pinned(data, codec, hash, false)? } else { n.block_put(data, codec, hash, false)? }
             }
             Self::Remote(c) => c.block_put(&data, codec, mhtype, pin)?,
         })

@@ -164,10 +164,11 @@ async fn block_put(State(ctx): State<RpcContext>, req: Request) -> Result<Respon
             let mut data = Vec::new();
             reader.take(MAX_BLOCK_SIZE as u64 + 1).read_to_end(&mut data)?;
             let size = data.len();
-            let cid = ctx.node.block_put(data, codec, hash, v0)?;
-            if pin {
-                ctx.node.pin_add(&cid, false)?;
-            }
+            let cid = if pin {
+                ctx.node.block_put_pinned(data, codec, hash, v0)?
+            } else {
+                ctx.node.block_put(data, codec, hash, v0)?
+            };
             out.json(&BlockStat { key: cid.to_string(), size })?;
         }
         Ok(())

@@ -637,3 +637,44 @@ async fn an_error_after_output_began_aborts_the_stream() {
     assert_eq!(resp.status(), StatusCode::OK, "the size is known before the stream starts");
     assert!(axum::body::to_bytes(resp.into_body(), usize::MAX).await.is_err(), "the body must not end cleanly");
 }
+
+/// A `repo gc` that arrives while an `add` is under way waits for it: otherwise it would delete the
+/// blocks the add has written but not pinned yet, and the add would then pin a DAG with holes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_waits_for_an_add_in_progress() {
+    let api = api();
+    // Past the importer's 8 MiB write batch, so blocks are in the store while the upload stalls.
+    let data = bytes(21, 12 * 1024 * 1024);
+    let (content_type, body) = multipart(&[file("f", &data)]);
+    let body = Bytes::from(body);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let req = request("POST", "/api/v0/add?raw-leaves=true")
+        .header("content-type", content_type)
+        .body(Body::from_stream(stream))
+        .expect("request");
+    let add = tokio::spawn(api.app.clone().oneshot(req));
+    let stall_at = body.len() - 2 * 1024 * 1024;
+    for at in (0..stall_at).step_by(64 * 1024) {
+        tx.send(Ok(body.slice(at..(at + 64 * 1024).min(stall_at)))).await.expect("send");
+    }
+    // Let the importer write its first batch, then ask for a gc.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let gc =
+        tokio::spawn(api.app.clone().oneshot(request("POST", "/api/v0/repo/gc").body(Body::empty()).expect("request")));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!gc.is_finished(), "gc ran while the add was under way");
+    tx.send(Ok(body.slice(stall_at..))).await.expect("send");
+    drop(tx);
+
+    let wait = std::time::Duration::from_secs(30);
+    let resp = tokio::time::timeout(wait, add).await.expect("the add finishes").expect("task").expect("router");
+    let lines = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+    let line: Value = serde_json::from_slice(&lines).expect("one JSON line");
+    let cid = line["Hash"].as_str().expect("hash").to_string();
+    let resp = tokio::time::timeout(wait, gc).await.expect("gc finishes").expect("task").expect("router");
+    let removed = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+    assert!(removed.is_empty(), "the add pinned everything it wrote: {}", String::from_utf8_lossy(&removed));
+    let r = api.post(&format!("/api/v0/cat?arg={cid}")).await;
+    assert!(r.body[..] == data[..], "the pinned DAG is whole");
+}
