@@ -125,7 +125,9 @@ where
     F: FnOnce(&mut BodyWriter) -> Result<(), ApiError> + Send + 'static,
 {
     let (tx, mut rx) = mpsc::channel(DEPTH);
+    let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
+        let _span = span.enter();
         let mut out = BodyWriter { tx: tx.clone(), buf: BytesMut::new() };
         let result = catch_unwind(AssertUnwindSafe(|| command(&mut out).and_then(|()| Ok(out.flush()?))))
             .unwrap_or_else(|_| {
@@ -219,7 +221,8 @@ where
     F: FnOnce() -> Result<T, ApiError> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f)).await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "API command panicked");
         Err(ApiError::Internal)
     })

@@ -102,7 +102,7 @@ pub(crate) async fn start(req: Request, file_arg: &str) -> Result<(Upload, JoinH
         .await
         .map_err(|e| ApiError::bad_request(format!("invalid multipart body: {}", e.body_text())))?;
     let (tx, rx) = mpsc::channel(1);
-    let pump = tokio::spawn(pump(multipart, tx));
+    let pump = tokio::spawn(tracing::Instrument::in_current_span(pump(multipart, tx)));
     Ok((Upload { rx }, pump))
 }
 
