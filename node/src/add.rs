@@ -265,6 +265,21 @@ pub(crate) fn base_name(path: &Path) -> Result<String, AddError> {
     name.to_str().map(str::to_string).ok_or_else(|| AddError::BadName { path: path.display().to_string() })
 }
 
+/// Orders `/`-separated paths so that each comes after the paths under it, and siblings by name.
+fn post_order(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (mut x, mut y) = (a.split('/'), b.split('/'));
+    loop {
+        match (x.next(), y.next()) {
+            (Some(p), Some(q)) if p == q => {}
+            (Some(p), Some(q)) => return p.cmp(q),
+            (Some(_), None) => return Ordering::Less,
+            (None, Some(_)) => return Ordering::Greater,
+            (None, None) => return Ordering::Equal,
+        }
+    }
+}
+
 /// Splits a streamed entry's path into its names. `.` and empty segments are dropped (kubo cleans paths);
 /// `..` is refused rather than resolved, so no entry can name something outside its own tree.
 fn tree_path(path: &str) -> Result<Vec<&str>, AddError> {
@@ -351,6 +366,7 @@ impl Ctx<'_, '_> {
     fn add_tree(&mut self, mut source: Box<dyn TreeSource>, roots: &mut Vec<(String, Link)>) -> Result<(), AddError> {
         // The directories being built, outermost first: each is (its name, its builder).
         let mut open: Vec<(String, DirectoryBuilder)> = Vec::new();
+        let first_dir = self.dirs.len();
         while let Some(entry) = source.next_entry().map_err(AddError::ReadTree)? {
             let parts = tree_path(&entry.path)?;
             let Some((name, parents)) = parts.split_last() else {
@@ -387,7 +403,11 @@ impl Ctx<'_, '_> {
                 None => roots.push(((*name).to_string(), link)),
             }
         }
-        self.close_dirs(&mut open, 0, roots)
+        self.close_dirs(&mut open, 0, roots)?;
+        // Entries arrive in the sender's order; kubo reports a tree's directories in its own order, each
+        // after everything under it and siblings by name, as a walk of the disk does.
+        self.dirs[first_dir..].sort_by(|a, b| post_order(&a.name, &b.name));
+        Ok(())
     }
 
     /// Finishes open directories of a streamed tree, innermost first, until `keep` remain.

@@ -314,6 +314,11 @@ async fn a_directory_upload_builds_the_tree_a_local_add_builds() {
     assert_eq!(streamed.len(), 4);
     assert_eq!(streamed[3]["Objects"][0]["Links"][0]["Name"], "sub");
 
+    // Parts in another order than a disk walk: the directories still come as kubo lists them.
+    let r = api.upload("/api/v0/add", &[dir("t"), dir("t/z"), file("t/z/f", b"f"), dir("t/a")]).await;
+    let names: Vec<String> = r.lines().iter().map(|l| l["Name"].as_str().expect("name").to_string()).collect();
+    assert_eq!(names, ["t/z/f", "t/a", "t/z", "t"]);
+
     // A path that climbs out of the upload is refused, and so is a duplicate name in a wrapped add.
     let msg = api.upload("/api/v0/add", &[file("../x", b"x")]).await.error(StatusCode::INTERNAL_SERVER_ERROR, 0);
     assert!(msg.contains("../x"), "{msg}");
