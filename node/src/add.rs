@@ -212,6 +212,10 @@ pub fn add(
             AddInput::Tree(source) => ctx.add_tree(source, &mut roots)?,
         }
     }
+    // An upload with no parts in it (kubo: "expected a file argument").
+    if roots.is_empty() {
+        return Err(AddError::Empty);
+    }
     let mut dirs = std::mem::take(&mut ctx.dirs);
     let results = if opts.wrap {
         let mut wrapper = DirectoryBuilder::new();
@@ -259,6 +263,21 @@ pub(crate) fn base_name(path: &Path) -> Result<String, AddError> {
         }
     };
     name.to_str().map(str::to_string).ok_or_else(|| AddError::BadName { path: path.display().to_string() })
+}
+
+/// Orders `/`-separated paths so that each comes after the paths under it, and siblings by name.
+fn post_order(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (mut x, mut y) = (a.split('/'), b.split('/'));
+    loop {
+        match (x.next(), y.next()) {
+            (Some(p), Some(q)) if p == q => {}
+            (Some(p), Some(q)) => return p.cmp(q),
+            (Some(_), None) => return Ordering::Less,
+            (None, Some(_)) => return Ordering::Greater,
+            (None, None) => return Ordering::Equal,
+        }
+    }
 }
 
 /// Splits a streamed entry's path into its names. `.` and empty segments are dropped (kubo cleans paths);
@@ -347,6 +366,7 @@ impl Ctx<'_, '_> {
     fn add_tree(&mut self, mut source: Box<dyn TreeSource>, roots: &mut Vec<(String, Link)>) -> Result<(), AddError> {
         // The directories being built, outermost first: each is (its name, its builder).
         let mut open: Vec<(String, DirectoryBuilder)> = Vec::new();
+        let first_dir = self.dirs.len();
         while let Some(entry) = source.next_entry().map_err(AddError::ReadTree)? {
             let parts = tree_path(&entry.path)?;
             let Some((name, parents)) = parts.split_last() else {
@@ -359,7 +379,8 @@ impl Ctx<'_, '_> {
                 continue;
             };
             // Close the open directories this entry is not inside, then open the ones it is inside.
-            let keep = open.iter().zip(parents).take_while(|((open_name, _), part)| open_name.as_str() == **part).count();
+            let keep =
+                open.iter().zip(parents).take_while(|((open_name, _), part)| open_name.as_str() == **part).count();
             self.close_dirs(&mut open, keep, roots)?;
             for part in &parents[open.len()..] {
                 open.push(((*part).to_string(), DirectoryBuilder::new()));
@@ -382,7 +403,11 @@ impl Ctx<'_, '_> {
                 None => roots.push(((*name).to_string(), link)),
             }
         }
-        self.close_dirs(&mut open, 0, roots)
+        self.close_dirs(&mut open, 0, roots)?;
+        // Entries arrive in the sender's order; kubo reports a tree's directories in its own order, each
+        // after everything under it and siblings by name, as a walk of the disk does.
+        self.dirs[first_dir..].sort_by(|a, b| post_order(&a.name, &b.name));
+        Ok(())
     }
 
     /// Finishes open directories of a streamed tree, innermost first, until `keep` remain.

@@ -1,8 +1,14 @@
 //! `Node`: the one facade that the CLI (and, with the daemon, the RPC API and the gateway) calls. Command
 //! logic lives in the modules it delegates to; nothing here parses arguments or prints.
+//!
+//! A `Node` is shared (`Arc<Node>`) by every request of a daemon, so commands run concurrently. One rule
+//! keeps that safe, as kubo's GC lock does: `repo gc` and `block rm`, which delete blocks, never run while a
+//! command that writes blocks it has not pinned yet (`add`, `dag import`, `block put`, `pin add`) is under
+//! way; those hold `gc_lock` shared, the deleting ones exclusively.
 
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use btfs_chunker::Cid;
 use btfs_chunker::hash::HashFunction;
@@ -23,6 +29,8 @@ pub struct Node {
     repo: Repo,
     /// Set once by the daemon when the network is up.
     pub(crate) online: std::sync::OnceLock<crate::online::Online>,
+    /// Shared by commands that write unpinned blocks, exclusive for those that delete (see module doc).
+    gc_lock: RwLock<()>,
 }
 
 /// What `id` reports.
@@ -81,12 +89,23 @@ pub enum ConfigValueKind {
 impl Node {
     /// Creates a repo and opens a node on it.
     pub fn init(path: &Path, profile: InitProfile) -> Result<Self, RepoError> {
-        Ok(Self { repo: Repo::init(path, profile)?, online: Default::default() })
+        Ok(Self { repo: Repo::init(path, profile)?, gc_lock: RwLock::new(()), online: Default::default() })
     }
 
     /// Opens the node whose repo is at `path`.
     pub fn open(path: &Path) -> Result<Self, RepoError> {
-        Ok(Self { repo: Repo::open(path)?, online: Default::default() })
+        Ok(Self { repo: Repo::open(path)?, gc_lock: RwLock::new(()), online: Default::default() })
+    }
+
+    /// Held while blocks are written that no pin protects yet.
+    fn writing(&self) -> RwLockReadGuard<'_, ()> {
+        // The lock guards no data, so a panic while it was held leaves nothing inconsistent.
+        self.gc_lock.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Held while unpinned blocks are deleted.
+    fn deleting(&self) -> RwLockWriteGuard<'_, ()> {
+        self.gc_lock.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn repo(&self) -> &Repo {
@@ -99,6 +118,7 @@ impl Node {
         opts: &AddOptions,
         events: &mut dyn AddEvents,
     ) -> Result<Vec<Added>, AddError> {
+        let _writing = self.writing();
         let added = add::add(self.repo.store(), inputs, opts, events)?;
         if opts.pin && !opts.only_hash {
             self.announce(added.iter().map(|a| a.cid).collect());
@@ -181,6 +201,8 @@ impl Node {
     }
 
     pub fn pin_add(&self, cid: &Cid, recursive: bool) -> Result<(), BlockError> {
+        // Blocks fetched for the pin are unpinned until it is written: gc waits.
+        let _writing = self.writing();
         if recursive {
             self.prefetch(cid)?;
         }
@@ -206,11 +228,22 @@ impl Node {
         blocks::block_get(self.repo.store(), cid)
     }
 
+    /// Stores a block. To keep it from a `repo gc` that starts right after, pin it with `block_put_pinned`.
     pub fn block_put(&self, data: Vec<u8>, codec: u64, hash: HashFunction, v0: bool) -> Result<Cid, BlockError> {
+        let _writing = self.writing();
         blocks::block_put(self.repo.store(), data, codec, hash, v0)
     }
 
+    /// `block put --pin`: stores a block and pins it directly, with no `repo gc` in between.
+    pub fn block_put_pinned(&self, data: Vec<u8>, codec: u64, hash: HashFunction, v0: bool) -> Result<Cid, BlockError> {
+        let _writing = self.writing();
+        let cid = blocks::block_put(self.repo.store(), data, codec, hash, v0)?;
+        blocks::pin_add(self.repo.store(), &cid, false)?;
+        Ok(cid)
+    }
+
     pub fn block_rm(&self, cid: &Cid) -> Result<(), BlockError> {
+        let _deleting = self.deleting();
         blocks::block_rm(self.repo.store(), cid)
     }
 
@@ -220,6 +253,7 @@ impl Node {
     }
 
     pub fn dag_import(&self, input: impl Read, pin_roots: bool) -> Result<ImportSummary, BlockError> {
+        let _writing = self.writing();
         blocks::dag_import(self.repo.store(), input, pin_roots)
     }
 
@@ -246,6 +280,7 @@ impl Node {
     }
 
     pub fn repo_gc(&self) -> Result<Vec<Cid>, BlockError> {
+        let _deleting = self.deleting();
         blocks::repo_gc(self.repo.store())
     }
 

@@ -162,7 +162,11 @@ pub fn pin_ls(store: &BlockStore, filter: PinFilter) -> Result<Vec<(Cid, &'stati
 }
 
 /// `pin ls <cid>...`: how each of `cids` is pinned, if it is one of the pins `filter` selects.
-pub fn pin_status(store: &BlockStore, cids: &[Cid], filter: PinFilter) -> Result<Vec<Option<&'static str>>, BlockError> {
+pub fn pin_status(
+    store: &BlockStore,
+    cids: &[Cid],
+    filter: PinFilter,
+) -> Result<Vec<Option<&'static str>>, BlockError> {
     let pins: std::collections::HashMap<Multihash, &'static str> =
         pin_ls(store, filter)?.into_iter().map(|(c, k)| (*c.hash(), k)).collect();
     Ok(cids.iter().map(|c| pins.get(c.hash()).copied()).collect())

@@ -96,10 +96,8 @@ impl Client {
 
     /// A client of the API at `base` (`http://host:port`).
     pub fn new(base: &str) -> Self {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .build();
+        let config =
+            ureq::Agent::config_builder().http_status_as_error(false).timeout_connect(Some(CONNECT_TIMEOUT)).build();
         Self { base: format!("{}/api/v0", base.trim_end_matches('/')), agent: ureq::Agent::new_with_config(config) }
     }
 
@@ -121,7 +119,8 @@ impl Client {
         cmd: &str,
         result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<ureq::http::Response<ureq::Body>, ClientError> {
-        let mut resp = result.map_err(|e| ClientError::Connect { url: format!("{}/{cmd}", self.base), source: Box::new(e) })?;
+        let mut resp =
+            result.map_err(|e| ClientError::Connect { url: format!("{}/{cmd}", self.base), source: Box::new(e) })?;
         let status = resp.status().as_u16();
         if status < 400 {
             return Ok(resp);
@@ -323,7 +322,9 @@ impl Client {
     /// A block's size.
     pub fn block_stat(&self, cid: &Cid) -> Result<u64, ClientError> {
         let out: Value = self.json("block/stat", &[("arg", &cid.to_string())])?;
-        out.get("Size").and_then(Value::as_u64).ok_or_else(|| ClientError::Protocol("block/stat answered no Size".into()))
+        out.get("Size")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| ClientError::Protocol("block/stat answered no Size".into()))
     }
 
     pub fn block_rm(&self, cid: &Cid) -> Result<(), ClientError> {

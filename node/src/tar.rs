@@ -148,9 +148,9 @@ fn split_ustar_path(path: &str) -> Option<(&str, &str)> {
     if path.len() <= 100 {
         return Some(("", path));
     }
-    path.match_indices('/').map(|(i, _)| (&path[..i], &path[i + 1..])).find(|(prefix, name)| {
-        prefix.len() <= 155 && !name.is_empty() && name.len() <= 100
-    })
+    path.match_indices('/')
+        .map(|(i, _)| (&path[..i], &path[i + 1..]))
+        .find(|(prefix, name)| prefix.len() <= 155 && !name.is_empty() && name.len() <= 100)
 }
 
 /// Appends one PAX record, `"<len> <key>=<value>\n"`, where `len` counts the whole record, itself included.
@@ -437,8 +437,11 @@ fn clean_path(path: &str) -> Result<Vec<String>, ExtractError> {
 
 fn check_checksum(block: &[u8; BLOCK]) -> Result<(), ExtractError> {
     let stored = parse_octal(&block[148..156])?;
-    let sum: u64 =
-        block.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { u64::from(b' ') } else { u64::from(b) }).sum();
+    let sum: u64 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| if (148..156).contains(&i) { u64::from(b' ') } else { u64::from(b) })
+        .sum();
     if stored == sum { Ok(()) } else { Err(ExtractError::Malformed("header checksum mismatch".into())) }
 }
 

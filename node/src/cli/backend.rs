@@ -17,7 +17,8 @@ use crate::read::LsEntry;
 
 /// A node to run commands on.
 pub(crate) enum Backend {
-    Local(Node),
+    /// Boxed: a `Node` is large and there is one per process.
+    Local(Box<Node>),
     Remote(Client),
 }
 
@@ -28,7 +29,7 @@ impl Backend {
             tracing::debug!("using the running daemon's API");
             return Ok(Self::Remote(client));
         }
-        Ok(Self::Local(Node::open(repo)?))
+        Ok(Self::Local(Box::new(Node::open(repo)?)))
     }
 
     pub(crate) fn add(
@@ -113,11 +114,8 @@ impl Backend {
     pub(crate) fn block_put(&self, data: Vec<u8>, codec: &str, mhtype: &str, pin: bool) -> Result<Cid> {
         Ok(match self {
             Self::Local(n) => {
-                let cid = n.block_put(data, codec_from_name(codec)?, mhtype.parse()?, false)?;
-                if pin {
-                    n.pin_add(&cid, false)?;
-                }
-                cid
+                let (codec, hash) = (codec_from_name(codec)?, mhtype.parse()?);
+                if pin { n.block_put_pinned(data, codec, hash, false)? } else { n.block_put(data, codec, hash, false)? }
             }
             Self::Remote(c) => c.block_put(&data, codec, mhtype, pin)?,
         })
@@ -171,9 +169,9 @@ impl Backend {
                 }
                 Ok(bad.len() as u64)
             }
-            Self::Remote(c) => Ok(c.repo_verify(&mut |msg| {
-                on_corrupt(msg).map_err(crate::client::ClientError::Output)
-            })?),
+            Self::Remote(c) => {
+                Ok(c.repo_verify(&mut |msg| on_corrupt(msg).map_err(crate::client::ClientError::Output))?)
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::routing::post;
 use btfs_chunker::Cid;
@@ -20,11 +20,11 @@ pub(super) fn routes() -> Router<RpcContext> {
         .route("/pin/rm", post(pin_rm))
         .route("/pin/ls", post(pin_ls))
         .route("/block/get", post(block_get))
-        // Uploads are read part by part (a block part is capped at the block limit), never held whole.
-        .route("/block/put", post(block_put).layer(DefaultBodyLimit::disable()))
+        // A block part is read up to the block limit; the request as a whole streams.
+        .route("/block/put", upload::route(block_put))
         .route("/block/stat", post(block_stat))
         .route("/block/rm", post(block_rm))
-        .route("/dag/import", post(dag_import).layer(DefaultBodyLimit::disable()))
+        .route("/dag/import", upload::route(dag_import))
         .route("/dag/export", post(dag_export))
         .route("/repo/stat", post(repo_stat))
         .route("/repo/verify", post(repo_verify))
@@ -164,10 +164,11 @@ async fn block_put(State(ctx): State<RpcContext>, req: Request) -> Result<Respon
             let mut data = Vec::new();
             reader.take(MAX_BLOCK_SIZE as u64 + 1).read_to_end(&mut data)?;
             let size = data.len();
-            let cid = ctx.node.block_put(data, codec, hash, v0)?;
-            if pin {
-                ctx.node.pin_add(&cid, false)?;
-            }
+            let cid = if pin {
+                ctx.node.block_put_pinned(data, codec, hash, v0)?
+            } else {
+                ctx.node.block_put(data, codec, hash, v0)?
+            };
             out.json(&BlockStat { key: cid.to_string(), size })?;
         }
         Ok(())

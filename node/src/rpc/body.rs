@@ -19,10 +19,9 @@ use tokio::task::JoinHandle;
 
 use super::{ApiError, EXPOSED_HEADERS};
 
-/// Bytes gathered before a chunk goes to the response.
-const CHUNK: usize = 64 * 1024;
-/// Chunks in flight between the command and the response body: with `CHUNK`, at most half a MiB
-/// (a large single write is sent as one chunk, so a 1 MiB block makes that up to 8 MiB).
+/// The size of a chunk of the response: small writes are gathered up to it, large ones cut to it.
+const CHUNK: usize = 256 * 1024;
+/// Chunks in flight between the command and the response body: at most 2 MiB per response.
 const DEPTH: usize = 8;
 
 /// One message from the command to the response.
@@ -56,15 +55,18 @@ impl BodyWriter {
 impl Write for BodyWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.buf.is_empty() && data.len() >= CHUNK {
-            self.send(Bytes::copy_from_slice(data))?;
-        } else {
-            self.buf.extend_from_slice(data);
-            if self.buf.len() >= CHUNK {
-                let chunk = self.buf.split().freeze();
-                self.send(chunk)?;
-            }
+            // Straight through, without gathering: one copy, from the caller's buffer into the chunk.
+            let piece = &data[..CHUNK];
+            self.send(Bytes::copy_from_slice(piece))?;
+            return Ok(piece.len());
         }
-        Ok(data.len())
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() >= CHUNK {
+            let chunk = self.buf.split().freeze();
+            self.send(chunk)?;
+        }
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -97,10 +99,8 @@ impl Output {
     }
 
     fn with(extra: &[(&'static str, &'static str)], content_type: &'static str) -> Self {
-        let mut headers: Vec<(HeaderName, HeaderValue)> = extra
-            .iter()
-            .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
-            .collect();
+        let mut headers: Vec<(HeaderName, HeaderValue)> =
+            extra.iter().map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v))).collect();
         headers.push((header::CONTENT_TYPE, HeaderValue::from_static(content_type)));
         headers.push((header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(EXPOSED_HEADERS)));
         headers.push((header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSED_HEADERS)));
@@ -125,7 +125,9 @@ where
     F: FnOnce(&mut BodyWriter) -> Result<(), ApiError> + Send + 'static,
 {
     let (tx, mut rx) = mpsc::channel(DEPTH);
+    let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
+        let _span = span.enter();
         let mut out = BodyWriter { tx: tx.clone(), buf: BytesMut::new() };
         let result = catch_unwind(AssertUnwindSafe(|| command(&mut out).and_then(|()| Ok(out.flush()?))))
             .unwrap_or_else(|_| {
@@ -219,7 +221,8 @@ where
     F: FnOnce() -> Result<T, ApiError> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f)).await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "API command panicked");
         Err(ApiError::Internal)
     })

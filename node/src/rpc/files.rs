@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::response::Response;
 use axum::routing::post;
 use btfs_chunker::import::{ChunkSize, Profile};
@@ -14,8 +14,7 @@ use crate::add::{AddEvents, AddInput, AddOptions, Added};
 
 pub(super) fn routes() -> Router<RpcContext> {
     Router::new()
-        // An upload is streamed part by part, never held, so the body has no overall limit.
-        .route("/add", post(add).layer(DefaultBodyLimit::disable()))
+        .route("/add", upload::route(add))
         .route("/cat", post(cat))
         .route("/get", post(get))
         .route("/ls", post(ls))

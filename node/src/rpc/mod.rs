@@ -28,7 +28,7 @@ mod error;
 mod files;
 mod net;
 mod system;
-mod upload;
+pub(crate) mod upload;
 
 use std::sync::Arc;
 
@@ -38,6 +38,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::api::Node;
 
@@ -88,12 +89,18 @@ pub fn api(commands: Router<RpcContext>, ctx: RpcContext) -> Router {
 /// The header names kubo exposes to browsers.
 const EXPOSED_HEADERS: &str = "X-Stream-Output, X-Chunked-Output, X-Content-Length";
 
-/// kubo's checks on every API request, in kubo's order: the method, then the origin.
+/// kubo's checks on every API request, in kubo's order: the method, then the origin. Each API request
+/// runs in its own span, which the command's blocking thread and upload task carry on.
 async fn guard(State(ctx): State<RpcContext>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     if !(path.starts_with("/api/v0/") || path.starts_with("/api/v1/")) {
         return next.run(req).await;
     }
+    let span = tracing::debug_span!("rpc", method = %req.method(), path = %path);
+    checked(ctx, req, next).instrument(span).await
+}
+
+async fn checked(ctx: RpcContext, req: Request, next: Next) -> Response {
     let origin_ok = request_allowed(&ctx, req.headers());
     match *req.method() {
         Method::POST => {}

@@ -207,10 +207,14 @@ async fn add_flags_are_kubos() {
     // silent sends nothing at all.
     assert!(api.upload("/api/v0/add?silent=true", &[file("s", HELLO)]).await.body.is_empty());
     // A bad option is refused before the upload is read.
-    let msg = api.upload("/api/v0/add?chunker=rabin", &[file("x", HELLO)]).await.error(StatusCode::INTERNAL_SERVER_ERROR, 0);
+    let msg =
+        api.upload("/api/v0/add?chunker=rabin", &[file("x", HELLO)]).await.error(StatusCode::INTERNAL_SERVER_ERROR, 0);
     assert!(msg.contains("rabin"), "{msg}");
     let msg = api.upload("/api/v0/add?pin=maybe", &[file("x", HELLO)]).await.error(StatusCode::BAD_REQUEST, 1);
     assert!(msg.contains("maybe"), "{msg}");
+    // A multipart body without parts adds nothing, which is an error as in kubo.
+    let msg = api.upload("/api/v0/add", &[]).await.error(StatusCode::INTERNAL_SERVER_ERROR, 0);
+    assert_eq!(msg, "nothing to add");
     // No multipart body: kubo's missing file argument.
     let msg = api.post("/api/v0/add").await.error(StatusCode::BAD_REQUEST, 1);
     assert_eq!(msg, "file argument 'path' is required");
@@ -222,8 +226,16 @@ async fn ranged_cat_cuts_like_a_slice() {
     let data = bytes(3, 700_000);
     let r = api.upload("/api/v0/add", &[file("f", &data)]).await;
     let cid = r.lines()[0]["Hash"].as_str().expect("hash").to_string();
-    const RANGES: &[(u64, Option<u64>)] =
-        &[(0, None), (1, Some(1)), (262_143, Some(2)), (262_144, None), (699_999, Some(10)), (700_000, None), (800_000, Some(5)), (5, Some(0))];
+    const RANGES: &[(u64, Option<u64>)] = &[
+        (0, None),
+        (1, Some(1)),
+        (262_143, Some(2)),
+        (262_144, None),
+        (699_999, Some(10)),
+        (700_000, None),
+        (800_000, Some(5)),
+        (5, Some(0)),
+    ];
     for &(offset, length) in RANGES {
         let mut uri = format!("/api/v0/cat?arg={cid}&offset={offset}");
         if let Some(l) = length {
@@ -302,6 +314,11 @@ async fn a_directory_upload_builds_the_tree_a_local_add_builds() {
     assert_eq!(streamed.len(), 4);
     assert_eq!(streamed[3]["Objects"][0]["Links"][0]["Name"], "sub");
 
+    // Parts in another order than a disk walk: the directories still come as kubo lists them.
+    let r = api.upload("/api/v0/add", &[dir("t"), dir("t/z"), file("t/z/f", b"f"), dir("t/a")]).await;
+    let names: Vec<String> = r.lines().iter().map(|l| l["Name"].as_str().expect("name").to_string()).collect();
+    assert_eq!(names, ["t/z/f", "t/a", "t/z", "t"]);
+
     // A path that climbs out of the upload is refused, and so is a duplicate name in a wrapped add.
     let msg = api.upload("/api/v0/add", &[file("../x", b"x")]).await.error(StatusCode::INTERNAL_SERVER_ERROR, 0);
     assert!(msg.contains("../x"), "{msg}");
@@ -348,13 +365,8 @@ async fn get_sends_a_tar_that_gnu_tar_unpacks() {
     let out = tempfile::tempdir().expect("tempdir");
     let tar = out.path().join("get.tar");
     std::fs::write(&tar, &r.body).expect("write");
-    let status = std::process::Command::new("tar")
-        .arg("-xf")
-        .arg(&tar)
-        .arg("-C")
-        .arg(out.path())
-        .status()
-        .expect("run GNU tar");
+    let status =
+        std::process::Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(out.path()).status().expect("run GNU tar");
     assert!(status.success());
     let top = out.path().join(&root);
     assert_eq!(std::fs::read(top.join("a.txt")).expect("a.txt"), b"alpha\n");
@@ -365,10 +377,18 @@ async fn get_sends_a_tar_that_gnu_tar_unpacks() {
     // A single file is one entry named by the last path segment, and its size is announced.
     let r = api.post(&format!("/api/v0/get?arg=/ipfs/{root}/a.txt")).await;
     assert_eq!(r.header("x-content-length"), Some("6"));
-    let listing = std::process::Command::new("tar").arg("-t").arg("-f").arg("-").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().and_then(|mut c| {
-        c.stdin.take().expect("stdin").write_all(&r.body)?;
-        c.wait_with_output()
-    }).expect("run GNU tar");
+    let listing = std::process::Command::new("tar")
+        .arg("-t")
+        .arg("-f")
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().expect("stdin").write_all(&r.body)?;
+            c.wait_with_output()
+        })
+        .expect("run GNU tar");
     assert_eq!(String::from_utf8_lossy(&listing.stdout), "a.txt\n");
 }
 
@@ -381,10 +401,8 @@ async fn pins_are_listed_in_kubos_shapes() {
     let big_cid = r.lines()[0]["Hash"].as_str().expect("hash").to_string();
 
     let keys = api.post("/api/v0/pin/ls?type=recursive").await.json();
-    let want: HashMap<&str, Value> = [&hello, &big_cid]
-        .into_iter()
-        .map(|c| (c.as_str(), json!({"Type": "recursive", "Name": ""})))
-        .collect();
+    let want: HashMap<&str, Value> =
+        [&hello, &big_cid].into_iter().map(|c| (c.as_str(), json!({"Type": "recursive", "Name": ""}))).collect();
     assert_eq!(keys, json!({ "Keys": want }));
 
     let r = api.post("/api/v0/pin/ls?type=recursive&stream=true").await;
@@ -432,7 +450,14 @@ async fn unknown_commands_get_kubos_plain_404() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_argument_is_a_400_with_code_1() {
     let api = api();
-    for (cmd, arg) in [("cat", "ipfs-path"), ("ls", "ipfs-path"), ("get", "ipfs-path"), ("block/get", "cid"), ("dag/export", "root"), ("config", "key")] {
+    for (cmd, arg) in [
+        ("cat", "ipfs-path"),
+        ("ls", "ipfs-path"),
+        ("get", "ipfs-path"),
+        ("block/get", "cid"),
+        ("dag/export", "root"),
+        ("config", "key"),
+    ] {
         let msg = api.post(&format!("/api/v0/{cmd}")).await.error(StatusCode::BAD_REQUEST, 1);
         assert_eq!(msg, format!("argument {arg:?} is required"), "{cmd}");
     }
@@ -455,7 +480,13 @@ async fn a_bad_cid_is_a_failed_command_as_in_kubo() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn methods_other_than_post_are_refused_with_405() {
     let api = api();
-    for (method, uri) in [("GET", "/api/v0/version"), ("GET", "/api/v0/nope"), ("PUT", "/api/v0/cat?arg=x"), ("HEAD", "/api/v1/id"), ("DELETE", "/api/v0/pin/rm")] {
+    for (method, uri) in [
+        ("GET", "/api/v0/version"),
+        ("GET", "/api/v0/nope"),
+        ("PUT", "/api/v0/cat?arg=x"),
+        ("HEAD", "/api/v1/id"),
+        ("DELETE", "/api/v0/pin/rm"),
+    ] {
         let r = api.send(request(method, uri).body(Body::empty()).expect("request")).await;
         assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
         if method != "HEAD" {
@@ -536,7 +567,10 @@ async fn blocks_and_cars_round_trip() {
         ]
     );
     assert!(other.post(&format!("/api/v0/cat?arg={cid}")).await.body[..] == data[..]);
-    let msg = other.upload("/api/v0/dag/import", &[file("x.car", b"not a car")]).await.error(StatusCode::INTERNAL_SERVER_ERROR, 0);
+    let msg = other
+        .upload("/api/v0/dag/import", &[file("x.car", b"not a car")])
+        .await
+        .error(StatusCode::INTERNAL_SERVER_ERROR, 0);
     assert!(msg.starts_with("invalid CAR file"), "{msg}");
 }
 
@@ -548,14 +582,20 @@ async fn repo_config_id_version_and_shutdown() {
     assert_eq!(stat["NumObjects"], 1);
     assert_eq!(stat["StorageMax"], 10_000_000_000u64, "10GB, kubo's default, in bytes");
     assert_eq!(stat["Version"], "fs-repo@1");
-    assert_eq!(api.post("/api/v0/repo/verify").await.lines().last(), Some(&json!({"Msg": "verify complete, all blocks validated.", "Progress": 0})));
+    assert_eq!(
+        api.post("/api/v0/repo/verify").await.lines().last(),
+        Some(&json!({"Msg": "verify complete, all blocks validated.", "Progress": 0}))
+    );
     assert!(api.post("/api/v0/repo/gc").await.body.is_empty(), "everything is pinned");
     api.post(&format!("/api/v0/pin/rm?arg={hello}")).await;
     let gc = api.post("/api/v0/repo/gc").await.lines();
     assert_eq!(gc.len(), 1);
     assert!(gc[0]["Key"]["/"].is_string(), "kubo's IPLD link shape: {}", gc[0]);
 
-    assert_eq!(api.post("/api/v0/config?arg=Datastore.StorageMax&arg=20GB").await.json(), json!({"Key": "Datastore.StorageMax", "Value": "20GB"}));
+    assert_eq!(
+        api.post("/api/v0/config?arg=Datastore.StorageMax&arg=20GB").await.json(),
+        json!({"Key": "Datastore.StorageMax", "Value": "20GB"})
+    );
     assert_eq!(api.post("/api/v0/config?arg=Datastore.StorageMax").await.json()["Value"], "20GB");
     assert_eq!(api.post("/api/v0/repo/stat?size-only=true").await.json()["StorageMax"], 20_000_000_000u64);
     assert_eq!(api.post("/api/v0/config?arg=Discovery.MDNS.Enabled&arg=true&bool=true").await.json()["Value"], true);
@@ -563,7 +603,10 @@ async fn repo_config_id_version_and_shutdown() {
     // The change is on disk: a fresh read of the file sees it.
     let on_disk = crate::repo::ConfigFile::load(&api.ctx.node.repo().path().join("config")).expect("load");
     assert_eq!(on_disk.typed().datastore.storage_max, "20GB");
-    let msg = api.post("/api/v0/config?arg=Addresses.Swarm&arg=7&json=true").await.error(StatusCode::INTERNAL_SERVER_ERROR, 0);
+    let msg = api
+        .post("/api/v0/config?arg=Addresses.Swarm&arg=7&json=true")
+        .await
+        .error(StatusCode::INTERNAL_SERVER_ERROR, 0);
     assert!(msg.starts_with("config key \"Addresses.Swarm\""), "{msg}");
     api.post("/api/v0/config?arg=No.Such.Key").await.error(StatusCode::INTERNAL_SERVER_ERROR, 0);
 
@@ -590,7 +633,53 @@ async fn an_error_after_output_began_aborts_the_stream() {
     let last = ls["Objects"][0]["Links"][2]["Hash"].as_str().expect("chunk").to_string();
     let last: btfs_chunker::Cid = last.parse().expect("cid");
     api.ctx.node.repo().store().delete_many([last.hash()]).expect("delete");
-    let resp = api.app.clone().oneshot(request("POST", &format!("/api/v0/cat?arg={cid}")).body(Body::empty()).expect("request")).await.expect("router");
+    let resp = api
+        .app
+        .clone()
+        .oneshot(request("POST", &format!("/api/v0/cat?arg={cid}")).body(Body::empty()).expect("request"))
+        .await
+        .expect("router");
     assert_eq!(resp.status(), StatusCode::OK, "the size is known before the stream starts");
     assert!(axum::body::to_bytes(resp.into_body(), usize::MAX).await.is_err(), "the body must not end cleanly");
+}
+
+/// A `repo gc` that arrives while an `add` is under way waits for it: otherwise it would delete the
+/// blocks the add has written but not pinned yet, and the add would then pin a DAG with holes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_waits_for_an_add_in_progress() {
+    let api = api();
+    // Past the importer's 8 MiB write batch, so blocks are in the store while the upload stalls.
+    let data = bytes(21, 12 * 1024 * 1024);
+    let (content_type, body) = multipart(&[file("f", &data)]);
+    let body = Bytes::from(body);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let req = request("POST", "/api/v0/add?raw-leaves=true")
+        .header("content-type", content_type)
+        .body(Body::from_stream(stream))
+        .expect("request");
+    let add = tokio::spawn(api.app.clone().oneshot(req));
+    let stall_at = body.len() - 2 * 1024 * 1024;
+    for at in (0..stall_at).step_by(64 * 1024) {
+        tx.send(Ok(body.slice(at..(at + 64 * 1024).min(stall_at)))).await.expect("send");
+    }
+    // Let the importer write its first batch, then ask for a gc.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let gc =
+        tokio::spawn(api.app.clone().oneshot(request("POST", "/api/v0/repo/gc").body(Body::empty()).expect("request")));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!gc.is_finished(), "gc ran while the add was under way");
+    tx.send(Ok(body.slice(stall_at..))).await.expect("send");
+    drop(tx);
+
+    let wait = std::time::Duration::from_secs(30);
+    let resp = tokio::time::timeout(wait, add).await.expect("the add finishes").expect("task").expect("router");
+    let lines = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+    let line: Value = serde_json::from_slice(&lines).expect("one JSON line");
+    let cid = line["Hash"].as_str().expect("hash").to_string();
+    let resp = tokio::time::timeout(wait, gc).await.expect("gc finishes").expect("task").expect("router");
+    let removed = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+    assert!(removed.is_empty(), "the add pinned everything it wrote: {}", String::from_utf8_lossy(&removed));
+    let r = api.post(&format!("/api/v0/cat?arg={cid}")).await;
+    assert!(r.body[..] == data[..], "the pinned DAG is whole");
 }
