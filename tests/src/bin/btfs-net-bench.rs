@@ -1,0 +1,85 @@
+//! Network benchmark: 1 GiB from one `btfs daemon` to another over loopback Bitswap, the same from three
+//! providers at once, and Helia→Helia on the same file and machine, all in one run. Prints a markdown
+//! table for docs/performance.md.
+//!
+//! Usage: `btfs-net-bench [--size-mib N]` (default 1024), after `cargo build --release`.
+
+use std::fs::File;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use btfs_tests::daemon::{Daemon, peak_rss_kib};
+use btfs_tests::{js_dir, write_chacha20_file};
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// `btfs cat` on `fetcher` into /dev/null; returns seconds.
+fn timed_cat(fetcher: &Daemon, cid: &str) -> Result<f64> {
+    let start = Instant::now();
+    let status = fetcher.repo.command().args(["cat", cid]).stdout(File::create("/dev/null")?).status()?;
+    if !status.success() {
+        bail!("btfs cat {cid} failed");
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn main() -> Result<()> {
+    let size = arg("--size-mib", 1024) * 1024 * 1024;
+    let work = tempfile::Builder::new().prefix("btfs-net-bench-").tempdir()?;
+    let file = work.path().join("input.bin");
+    write_chacha20_file(&file, "net bench", size)?;
+    let file_s = file.to_str().context("utf-8 path")?;
+    let mb = size as f64 / 1e6;
+    println!("| {} MiB over loopback | time | throughput | peak RSS of the receiving node |", size >> 20);
+    println!("| --- | --- | --- | --- |");
+
+    // Three providers with the file; the first also serves the one-provider run.
+    let providers: Vec<Daemon> = (0..3).map(|_| Daemon::start(&[])).collect();
+    let mut cid = String::new();
+    for p in &providers {
+        cid = p.run_ok(&["add", "-Q", file_s]).trim().to_string();
+    }
+
+    let one = Daemon::start(&[]);
+    one.run_ok(&["swarm", "connect", providers[0].tcp_addr()]);
+    let secs = timed_cat(&one, &cid)?;
+    let rss = peak_rss_kib(one.pid()).unwrap_or(0) / 1024;
+    let one_speed = mb / secs;
+    println!("| btfs → btfs, 1 provider | {secs:.2} s | {one_speed:.0} MB/s | {rss} MiB |");
+
+    let three = Daemon::start(&[]);
+    for p in &providers {
+        three.run_ok(&["swarm", "connect", p.tcp_addr()]);
+    }
+    let secs = timed_cat(&three, &cid)?;
+    let rss = peak_rss_kib(three.pid()).unwrap_or(0) / 1024;
+    let three_speed = mb / secs;
+    println!("| btfs → btfs, 3 providers at once | {secs:.2} s | {three_speed:.0} MB/s | {rss} MiB |");
+    drop((one, three, providers));
+
+    let out = Command::new("node")
+        .arg(js_dir().join("helia-pair-bench.mjs"))
+        .arg(&file)
+        .arg("unixfs-v0-2015")
+        .stderr(Stdio::inherit())
+        .output()
+        .context("run node tests/js/helia-pair-bench.mjs")?;
+    if !out.status.success() {
+        bail!("helia-pair-bench failed");
+    }
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let helia_ms = report["ms"].as_f64().context("ms")?;
+    let helia_speed = mb / (helia_ms / 1000.0);
+    println!("| Helia → Helia (memory blockstore), 1 provider | {:.2} s | {helia_speed:.0} MB/s | |", helia_ms / 1000.0);
+    println!();
+    println!(
+        "btfs/Helia: {:.1}×; three providers / one: {:.2}×",
+        one_speed / helia_speed,
+        three_speed / one_speed
+    );
+    Ok(())
+}
