@@ -153,6 +153,8 @@ impl Node {
                 break;
             }
             let cid = self.resolve(path)?;
+            // Online, the whole file arrives in one pipelined session rather than block by block.
+            self.prefetch(&cid)?;
             let size = read::file_size(self.repo.store(), &cid)?;
             if offset >= size {
                 offset -= size;
@@ -191,6 +193,7 @@ impl Node {
     /// the last segment of the path (the CID for a bare CID).
     pub fn get_tar(&self, path: &str, out: &mut dyn Write) -> Result<(), ReadError> {
         let cid = self.resolve(path)?;
+        self.prefetch(&cid)?;
         let name = path.trim_end_matches('/').rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or(path);
         read::get_tar(self.repo.store(), &cid, name, out)
     }

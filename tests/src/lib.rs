@@ -22,10 +22,11 @@ use tempfile::TempDir;
 pub mod daemon;
 
 /// The `btfs` binary of the current build: `target/<profile>/btfs`, next to the `deps/` directory
-/// that holds the test executable.
+/// that holds a test executable, or beside a benchmark binary.
 pub fn btfs_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable has a path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("the test executable lives in target/<profile>/deps/");
+    let dir = exe.parent().expect("the executable has a directory");
+    let profile_dir = if dir.ends_with("deps") { dir.parent().unwrap_or(dir) } else { dir };
     let bin = profile_dir.join(format!("btfs{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.is_file(),
