@@ -4,6 +4,7 @@
 //! CAR files. This crate is pure: no filesystem, network, database or async runtime. Callers hand it bytes
 //! and receive blocks; where the blocks go is theirs to decide.
 
+pub mod bitswap;
 pub mod block;
 pub mod car;
 pub mod chunk;

@@ -60,17 +60,13 @@ fn socket_to_multiaddr(addr: SocketAddr) -> String {
 fn net_config(node: &Node) -> Result<NetConfig, DaemonError> {
     let config = node.repo().config().typed().clone();
     let parse = |key: &'static str, list: &[String]| -> Result<Vec<Multiaddr>, DaemonError> {
-        list.iter()
-            .map(|a| a.parse().map_err(|e| DaemonError::Config { key, reason: format!("{a:?}: {e}") }))
-            .collect()
+        list.iter().map(|a| a.parse().map_err(|e| DaemonError::Config { key, reason: format!("{a:?}: {e}") })).collect()
     };
     let kad_protocol = StreamProtocol::try_from_owned(config.routing.kad_protocol.clone()).map_err(|e| {
         DaemonError::Config { key: "Routing.KadProtocol", reason: format!("{:?}: {e}", config.routing.kad_protocol) }
     })?;
-    let reprovide_interval = config
-        .reprovider
-        .interval()
-        .map_err(|reason| DaemonError::Config { key: "Reprovider.Interval", reason })?;
+    let reprovide_interval =
+        config.reprovider.interval().map_err(|reason| DaemonError::Config { key: "Reprovider.Interval", reason })?;
     Ok(NetConfig {
         listen: parse("Addresses.Swarm", &config.addresses.swarm)?,
         bootstrap: parse("Bootstrap", &config.bootstrap)?,

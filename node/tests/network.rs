@@ -54,7 +54,8 @@ impl AddEvents for Quiet {
 }
 
 fn options(profile: &str) -> AddOptions {
-    let import = btfs_chunker::import::Options { profile: Some(profile.parse().expect("profile")), ..Default::default() };
+    let import =
+        btfs_chunker::import::Options { profile: Some(profile.parse().expect("profile")), ..Default::default() };
     AddOptions { import, pin: true, ..Default::default() }
 }
 

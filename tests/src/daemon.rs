@@ -159,7 +159,8 @@ impl HeliaPeer {
         let first = lines.recv_timeout(Duration::from_secs(60)).expect("Helia prints its addresses on start");
         let hello: Value = serde_json::from_str(&first).expect("Helia's first line is JSON");
         let peer_id = hello["peerId"].as_str().expect("peerId").to_string();
-        let addrs = hello["addrs"].as_array().expect("addrs").iter().filter_map(|a| a.as_str().map(String::from)).collect();
+        let addrs =
+            hello["addrs"].as_array().expect("addrs").iter().filter_map(|a| a.as_str().map(String::from)).collect();
         Self { child, stdin, lines, peer_id, addrs }
     }
 

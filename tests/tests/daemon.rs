@@ -90,7 +90,10 @@ fn api_errors_look_like_kubos() {
 
     let (status, body) = http(&daemon, "POST", "/api/v1/id", &[]);
     assert_eq!(status, 200, "/api/v1 is an alias: {body}");
-    assert_eq!(serde_json::from_str::<Value>(body.trim()).ok().and_then(|v| v["ID"].as_str().map(String::from)), Some(daemon.peer_id.clone()));
+    assert_eq!(
+        serde_json::from_str::<Value>(body.trim()).ok().and_then(|v| v["ID"].as_str().map(String::from)),
+        Some(daemon.peer_id.clone())
+    );
 }
 
 #[test]

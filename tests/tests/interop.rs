@@ -62,7 +62,8 @@ fn exchange(profile: &str) {
             let src = work.path().join(format!("to-btfs-{profile}-{size}"));
             write_chacha20_file(&src, &format!("to btfs {label}"), size).expect("write input");
             let helia_cid = helia.add(&src, profile);
-            let ours = btfs.run_ok(&["add", "-Q", "--only-hash", "--cid-profile", profile, src.to_str().expect("utf-8")]);
+            let ours =
+                btfs.run_ok(&["add", "-Q", "--only-hash", "--cid-profile", profile, src.to_str().expect("utf-8")]);
             assert_eq!(ours.trim(), helia_cid, "btfs and Helia disagree on the CID ({label})");
             let out = work.path().join(format!("{helia_cid}.btfs"));
             btfs.run_ok(&["swarm", "connect", &helia.addrs[0]]);

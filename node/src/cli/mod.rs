@@ -322,7 +322,9 @@ pub fn run(cli: Cli) -> Result<()> {
     let path = repo_path()?;
     if let Command::Daemon { offline } = cli.command {
         // Before stdout is locked below: the daemon prints from several threads.
-        crate::daemon::run(&path, offline, |node, shutdown| crate::rpc::router(crate::rpc::RpcContext { node, shutdown }))?;
+        crate::daemon::run(&path, offline, |node, shutdown| {
+            crate::rpc::router(crate::rpc::RpcContext { node, shutdown })
+        })?;
         return Ok(());
     }
     let mut stdout = io::BufWriter::new(io::stdout().lock());

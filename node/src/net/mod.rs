@@ -92,7 +92,9 @@ impl SwarmHandle {
 
     /// Dials a peer at addresses the routing table knows.
     pub async fn connect_peer(&self, peer: PeerId) -> Result<PeerId, String> {
-        ask(&self.tx, |reply| SwarmCommand::DialPeer { peer, reply }).await.unwrap_or(Err("node is shutting down".into()))
+        ask(&self.tx, |reply| SwarmCommand::DialPeer { peer, reply })
+            .await
+            .unwrap_or(Err("node is shutting down".into()))
     }
 
     pub async fn disconnect(&self, peer: PeerId) -> bool {
@@ -180,7 +182,8 @@ pub async fn start(
             Behaviour {
                 limits: connection_limits::Behaviour::new(limits),
                 identify: identify::Behaviour::new(
-                    identify::Config::new("/ipfs/id/1.0.0".into(), key.public()).with_agent_version(AGENT_VERSION.into()),
+                    identify::Config::new("/ipfs/id/1.0.0".into(), key.public())
+                        .with_agent_version(AGENT_VERSION.into()),
                 ),
                 ping: ping::Behaviour::default(),
                 kad: kad::Behaviour::with_config(key.public().to_peer_id(), store, kad_config),
@@ -197,7 +200,9 @@ pub async fn start(
         None => {}
     }
     for addr in &config.listen {
-        swarm.listen_on(addr.clone()).map_err(|e| NetError::Listen { addr: addr.to_string(), reason: e.to_string() })?;
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| NetError::Listen { addr: addr.to_string(), reason: e.to_string() })?;
     }
     // Wait until every listener has reported its bound address (port 0 resolved).
     let mut bound = Vec::new();
@@ -430,7 +435,7 @@ impl SwarmActor {
                 self.swarm.add_external_address(address);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
-                let speaks_kad = info.protocols.iter().any(|p| *p == self.kad_protocol);
+                let speaks_kad = info.protocols.contains(&self.kad_protocol);
                 if speaks_kad {
                     for addr in info.listen_addrs {
                         if self.loopback_only && !is_loopback_only(std::slice::from_ref(&addr)) {

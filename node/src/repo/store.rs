@@ -53,6 +53,9 @@ pub enum StoreError {
     Fetch { cid: Cid, reason: String },
 }
 
+/// A raw key and value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// Where a read goes when a block is not stored locally: the network, when a daemon runs.
 pub trait BlockFetcher: Send + Sync {
     /// Fetches, verifies and stores the block; returns its bytes. Blocks the calling (non-async) thread.
@@ -354,7 +357,7 @@ impl BlockStore {
     }
 
     /// Up to `limit` DHT records whose keys start with `prefix`, in key order.
-    pub fn dht_scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn dht_scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
         let mut it = self.db.raw_iterator_cf(self.cf(CF_DHT)?);
         it.seek(prefix);
         let mut out = Vec::new();

@@ -48,7 +48,8 @@ fn parse_peer(text: &str) -> Result<PeerId, ApiError> {
 
 /// A multiaddr ending in `/p2p/<id>`, and that id.
 fn parse_peer_addr(text: &str) -> Result<(Multiaddr, PeerId), ApiError> {
-    let addr: Multiaddr = text.parse().map_err(|e| ApiError::bad_request(format!("invalid multiaddr {text:?}: {e}")))?;
+    let addr: Multiaddr =
+        text.parse().map_err(|e| ApiError::bad_request(format!("invalid multiaddr {text:?}: {e}")))?;
     match addr.iter().last() {
         Some(Protocol::P2p(peer)) => Ok((addr, peer)),
         _ => Err(ApiError::bad_request(format!("{text}: address must end in /p2p/<peer id>"))),
@@ -179,5 +180,7 @@ async fn bitswap_ledger(State(ctx): State<RpcContext>, req: Request) -> Result<R
     let q = Args::from_uri(req.uri())?;
     let peer = parse_peer(q.required("peer")?)?;
     let ledger = net.bitswap.ledger(peer).await.unwrap_or_default();
-    Ok(single(&json!({ "Peer": peer.to_string(), "Value": 0.0, "Sent": ledger.sent, "Recv": ledger.recv, "Exchanged": ledger.exchanged })))
+    Ok(single(
+        &json!({ "Peer": peer.to_string(), "Value": 0.0, "Sent": ledger.sent, "Recv": ledger.recv, "Exchanged": ledger.exchanged }),
+    ))
 }

@@ -13,7 +13,7 @@
 //!   back to the engine, which tells the sessions. Blocks nobody asked for are dropped, never stored.
 //! - **sessions** (see `session.rs`) fetch a block or a whole DAG from several peers at once.
 
-pub mod message;
+pub use btfs_chunker::bitswap as message;
 pub mod session;
 pub mod wire;
 
@@ -57,11 +57,21 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub enum SessionEvent {
     /// The block arrived from `from` and matches its CID; it is being written to the store.
-    Block { cid: Cid, from: PeerId, data: Bytes },
+    Block {
+        cid: Cid,
+        from: PeerId,
+        data: Bytes,
+    },
     /// The block is in the store.
     Stored(Cid),
-    Have { cid: Cid, from: PeerId },
-    DontHave { cid: Cid, from: PeerId },
+    Have {
+        cid: Cid,
+        from: PeerId,
+    },
+    DontHave {
+        cid: Cid,
+        from: PeerId,
+    },
     PeerGone(PeerId),
 }
 
@@ -69,21 +79,44 @@ pub type SessionId = u64;
 
 /// Requests to the engine.
 pub(crate) enum Command {
-    Inbound { peer: PeerId, msg: Message },
+    Inbound {
+        peer: PeerId,
+        msg: Message,
+    },
     Stored(Vec<Cid>),
     PeerConnected(PeerId),
     PeerDisconnected(PeerId),
     Misbehaved(PeerId, String),
-    OpenSession { id: SessionId, events: mpsc::UnboundedSender<SessionEvent> },
+    OpenSession {
+        id: SessionId,
+        events: mpsc::UnboundedSender<SessionEvent>,
+    },
     CloseSession(SessionId),
     /// Send wants to a peer on behalf of a session, which then hears of those blocks.
-    Want { session: SessionId, peer: PeerId, entries: Vec<Entry> },
-    Cancel { peer: PeerId, cids: Vec<Cid> },
+    Want {
+        session: SessionId,
+        peer: PeerId,
+        entries: Vec<Entry>,
+    },
+    Cancel {
+        peer: PeerId,
+        cids: Vec<Cid>,
+    },
     /// A peer writer sent these blocks: they leave the peer's wantlist.
-    Served { peer: PeerId, cids: Vec<Cid>, bytes: u64 },
+    Served {
+        peer: PeerId,
+        cids: Vec<Cid>,
+        bytes: u64,
+    },
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
-    Wantlist { peer: Option<PeerId>, reply: oneshot::Sender<Vec<Cid>> },
-    Ledger { peer: PeerId, reply: oneshot::Sender<Option<LedgerStat>> },
+    Wantlist {
+        peer: Option<PeerId>,
+        reply: oneshot::Sender<Vec<Cid>>,
+    },
+    Ledger {
+        peer: PeerId,
+        reply: oneshot::Sender<Option<LedgerStat>>,
+    },
 }
 
 /// Per-peer accounting, as `bitswap ledger` shows it.
@@ -268,8 +301,7 @@ impl Bitswap {
 
     pub async fn stat(&self) -> BitswapStat {
         let c = &self.counters;
-        let wantlist =
-            self.wantlist(None).await.iter().map(|c| serde_json::json!({ "/": c.to_string() })).collect();
+        let wantlist = self.wantlist(None).await.iter().map(|c| serde_json::json!({ "/": c.to_string() })).collect();
         let peers = self.connected_peers().await.iter().map(PeerId::to_string).collect();
         BitswapStat {
             provide_buf_len: 0,
@@ -746,7 +778,8 @@ impl PeerWriter {
     async fn open(&mut self) -> std::io::Result<(Stream, Version)> {
         let mut last = None;
         for protocol in [PROTOCOL_120, PROTOCOL_110, PROTOCOL_100] {
-            let open = tokio::time::timeout(Duration::from_secs(20), self.control.open_stream(self.peer, protocol.clone()));
+            let open =
+                tokio::time::timeout(Duration::from_secs(20), self.control.open_stream(self.peer, protocol.clone()));
             match open.await {
                 Ok(Ok(stream)) => return Ok((stream, version_of(&protocol))),
                 Ok(Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_))) => {

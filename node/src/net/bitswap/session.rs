@@ -227,8 +227,8 @@ impl Session {
         self.stats.bytes += data.len() as u64;
         self.last_progress = Instant::now();
         if self.opts.recursive {
-            let links = btfs_chunker::links::links(&cid, data)
-                .map_err(|e| FetchError::Local { cid, reason: e.to_string() })?;
+            let links =
+                btfs_chunker::links::links(&cid, data).map_err(|e| FetchError::Local { cid, reason: e.to_string() })?;
             self.enqueue_local(links).await?;
         }
         Ok(())
@@ -328,8 +328,12 @@ impl Session {
             self.bitswap.send(Command::Cancel { peer, cids: vec![cid] }).await;
         }
         if now.duration_since(self.last_progress) > self.opts.stall {
-            let cid =
-                self.need.front().or_else(|| self.inflight.keys().next()).or_else(|| self.unstored.iter().next()).copied();
+            let cid = self
+                .need
+                .front()
+                .or_else(|| self.inflight.keys().next())
+                .or_else(|| self.unstored.iter().next())
+                .copied();
             if let Some(cid) = cid {
                 return Err(FetchError::NotFound { cid, secs: self.opts.stall.as_secs() });
             }

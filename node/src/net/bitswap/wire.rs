@@ -22,9 +22,8 @@ pub const INBOUND_BUDGET_KIB: usize = 128 * 1024;
 /// Reads one message body. `Ok(None)` on a clean end of stream before a new message.
 pub async fn read_message(stream: &mut Stream, budget: &Arc<Semaphore>) -> io::Result<Option<Vec<u8>>> {
     let mut first = [0u8; 1];
-    match stream.read(&mut first).await? {
-        0 => return Ok(None),
-        _ => {}
+    if stream.read(&mut first).await? == 0 {
+        return Ok(None);
     }
     let body = tokio::time::timeout(MESSAGE_READ_TIMEOUT, async {
         let mut prefix = vec![first[0]];
@@ -46,10 +45,7 @@ pub async fn read_message(stream: &mut Stream, budget: &Arc<Semaphore>) -> io::R
             ));
         }
         let kib = u32::try_from(len.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
-        let _permit = budget
-            .acquire_many(kib)
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::Other, "shutting down"))?;
+        let _permit = budget.acquire_many(kib).await.map_err(|_| io::Error::other("shutting down"))?;
         let mut body = vec![0u8; len];
         stream.read_exact(&mut body).await?;
         Ok(body)

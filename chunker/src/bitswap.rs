@@ -21,10 +21,10 @@
 //! Blocks arrive here unverified: the decoder rebuilds each block's CID from its prefix and the hash of its
 //! bytes, so a block can never be filed under a CID it does not hash to.
 
-use btfs_chunker::Cid;
-use btfs_chunker::dagpb::{DecodeError, Reader};
-use btfs_chunker::hash::HashFunction;
-use btfs_chunker::varint;
+use crate::Cid;
+use crate::dagpb::{DecodeError, Reader};
+use crate::hash::HashFunction;
+use crate::varint;
 
 /// Largest message we read or write (kubo's limit).
 pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
@@ -251,7 +251,8 @@ fn check_block_size(len: usize) -> Result<(), MessageError> {
 fn decode_entry(buf: &[u8]) -> Result<Entry, MessageError> {
     let mut r = Reader::new(buf);
     let mut cid = None;
-    let mut entry = Entry::want(Cid::default(), WantType::Block, false);
+    // Protobuf defaults: absent fields are zero.
+    let mut entry = Entry { priority: 0, ..Entry::want(Cid::default(), WantType::Block, false) };
     while !r.done() {
         let (field, wire) = r.key()?;
         match (field, wire) {
@@ -348,7 +349,7 @@ fn put_bytes(field: u64, bytes: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use btfs_chunker::block::RAW;
+    use crate::block::RAW;
 
     fn raw(data: &[u8]) -> Cid {
         Cid::new_v1(RAW, HashFunction::Sha2_256.digest(data))
