@@ -26,8 +26,12 @@ use crate::dagpb::{DecodeError, Reader};
 use crate::hash::HashFunction;
 use crate::varint;
 
-/// Largest message we read or write (kubo's limit).
+/// Largest message we write (kubo's limit).
 pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
+/// Largest message we read. Helia 7 answers every want it holds in one message, whatever its size (16
+/// blocks of 256 KiB already pass 4 MiB), so reads allow 16 MiB; our sessions keep no more than 12 MiB
+/// outstanding per peer, and all inbound buffers share one memory budget.
+pub const MAX_INBOUND_MESSAGE: usize = 16 * 1024 * 1024;
 /// Largest block we accept or send (kubo's and the spec's limit).
 pub const MAX_BLOCK: usize = 2 * 1024 * 1024;
 /// Most wantlist entries one message may carry.
@@ -82,7 +86,7 @@ pub struct Message {
 pub enum MessageError {
     #[error("bitswap message: {0} at byte {1}")]
     Malformed(&'static str, usize),
-    #[error("bitswap message: {0} bytes is over the {MAX_MESSAGE}-byte limit")]
+    #[error("bitswap message: {0} bytes is over the {MAX_INBOUND_MESSAGE}-byte limit")]
     TooLarge(usize),
     #[error("bitswap message: a block of {0} bytes is over the {MAX_BLOCK}-byte limit")]
     BlockTooLarge(usize),
@@ -126,7 +130,7 @@ impl Message {
 
     /// Decodes and checks a message body (without its length prefix).
     pub fn decode(buf: &[u8]) -> Result<Self, MessageError> {
-        if buf.len() > MAX_MESSAGE {
+        if buf.len() > MAX_INBOUND_MESSAGE {
             return Err(MessageError::TooLarge(buf.len()));
         }
         let mut msg = Message::default();
@@ -403,7 +407,8 @@ mod tests {
         let mut body = Vec::new();
         put_bytes(2, &big, &mut body);
         assert_eq!(Message::decode(&body), Err(MessageError::BlockTooLarge(MAX_BLOCK + 1)));
-        assert_eq!(Message::decode(&vec![0; MAX_MESSAGE + 1]), Err(MessageError::TooLarge(MAX_MESSAGE + 1)));
+        let over = MAX_INBOUND_MESSAGE + 1;
+        assert_eq!(Message::decode(&vec![0; over]), Err(MessageError::TooLarge(over)));
         assert!(Message::decode(&[0x0a, 0x05, 0x0a]).is_err(), "length past the end");
         let mut bad_cid = Vec::new();
         put_bytes(1, &[1, 2, 3], &mut bad_cid);

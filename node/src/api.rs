@@ -133,7 +133,6 @@ impl Node {
 
     pub fn cat(&self, path: &str, offset: u64, length: Option<u64>, out: &mut dyn Write) -> Result<u64, ReadError> {
         let cid = self.resolve(path)?;
-        self.stream_fetch(&cid);
         read::cat(self.repo.store(), &cid, offset, length, out)
     }
 
@@ -153,8 +152,6 @@ impl Node {
                 break;
             }
             let cid = self.resolve(path)?;
-            // Online, the whole file arrives in one pipelined session in the background while it is read.
-            self.stream_fetch(&cid);
             let size = read::file_size(self.repo.store(), &cid)?;
             if offset >= size {
                 offset -= size;

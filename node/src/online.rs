@@ -38,18 +38,6 @@ struct NetFetcher {
 
 impl BlockFetcher for NetFetcher {
     fn fetch(&self, cid: &Cid) -> Result<Vec<u8>, String> {
-        let store = self.bitswap.node.repo().store();
-        // A background fetch of the DAG (see `Node::stream_fetch`) is probably bringing this block: wait for
-        // it rather than asking the network a second time.
-        let arrivals = &self.bitswap.arrivals;
-        let deadline = std::time::Instant::now() + FETCH_STALL;
-        while arrivals.active.load(std::sync::atomic::Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
-            let seen = arrivals.generation();
-            if let Ok(Some(data)) = store.get_local(cid) {
-                return Ok(data);
-            }
-            arrivals.wait(seen, Duration::from_millis(200));
-        }
         let opts = FetchOptions { recursive: false, stall: FETCH_STALL };
         self.runtime.block_on(self.bitswap.fetch(vec![*cid], opts)).map_err(|e| e.to_string())?;
         match self.bitswap.node.repo().store().get_local(cid) {
@@ -81,36 +69,6 @@ impl Node {
             .block_on(online.network.bitswap.fetch(vec![*cid], opts))
             .map(|_| ())
             .map_err(|e| StoreError::Fetch { cid: *cid, reason: e.to_string() })
-    }
-
-    /// Starts fetching the whole DAG under `cid` in the background and returns at once, so a reader can
-    /// stream the blocks as they arrive (its reads of missing blocks wait for this fetch; see `NetFetcher`).
-    pub fn stream_fetch(&self, cid: &Cid) {
-        let Some(online) = self.online() else { return };
-        if self.looks_local(cid) {
-            return;
-        }
-        let bitswap = online.network.bitswap.clone();
-        let arrivals = bitswap.arrivals.clone();
-        arrivals.active.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        let cid = *cid;
-        online.runtime.spawn(async move {
-            let opts = FetchOptions { recursive: true, stall: FETCH_STALL };
-            if let Err(e) = bitswap.fetch(vec![cid], opts).await {
-                tracing::warn!(%cid, error = %e, "background fetch failed");
-            }
-            arrivals.active.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-            arrivals.bump();
-        });
-    }
-
-    /// A cheap guess that the DAG under `cid` is stored: its root and the first and last block it links to
-    /// are. (A DAG that is only partly stored still reads correctly: missing blocks are fetched one by one.)
-    fn looks_local(&self, cid: &Cid) -> bool {
-        let store = self.repo().store();
-        let Ok(Some(root)) = store.get_local(cid) else { return false };
-        let Ok(links) = btfs_chunker::links::links(cid, &root) else { return true };
-        [links.first(), links.last()].into_iter().flatten().all(|c| matches!(store.get_local(c), Ok(Some(_))))
     }
 
     /// Announces new pins to the DHT in the background, following `Reprovider.Strategy`.

@@ -139,3 +139,92 @@ async fn a_node_finds_content_through_the_dht_alone_and_survives_a_provider_leav
     let got = tokio::time::timeout(Duration::from_secs(120), fetch).await.expect("no hang").expect("join");
     assert_eq!(got.expect("fetch survives a provider leaving"), data);
 }
+
+/// A peer that speaks raw bytes on Bitswap streams: our own minimal swarm with only libp2p-stream.
+async fn hostile_peer() -> (libp2p::Swarm<libp2p_stream::Behaviour>, libp2p_stream::Control) {
+    let swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(libp2p::tcp::Config::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
+        .expect("tcp")
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let control = swarm.behaviour().new_control();
+    (swarm, control)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_bitswap_peers_are_refused_and_honest_ones_still_served() {
+    use futures::{AsyncWriteExt, StreamExt};
+
+    let a = start(Vec::new()).await;
+    let data = random_bytes(3 * 1024 * 1024, 11);
+    let cid = add(&a.node, data.clone(), options("unixfs-v0-2015")).await;
+
+    let (mut swarm, control) = hostile_peer().await;
+    swarm.dial(a.addr.clone()).expect("dial");
+    tokio::spawn(async move { while swarm.next().await.is_some() {} });
+    let a_id = a.net.peer_id;
+    let bitswap = libp2p::StreamProtocol::new("/ipfs/bitswap/1.2.0");
+    let open = || {
+        let mut control = control.clone();
+        let bitswap = bitswap.clone();
+        async move { control.open_stream(a_id, bitswap).await.expect("open a bitswap stream") }
+    };
+
+    // 1. A length prefix far over the 4 MiB cap: refused before anything is allocated.
+    let mut s = open().await;
+    s.write_all(&[0xff, 0xff, 0xff, 0xff, 0x0f]).await.expect("write");
+    // 2. A body that is not a Bitswap message.
+    let mut s2 = open().await;
+    s2.write_all(&[5, 0x0a, 0x05, 0x0a, 0xff, 0xff]).await.expect("write");
+    // 3. An unsolicited block that claims a CID it does not hash to: it matches nothing and is not stored.
+    let fake =
+        btfs_chunker::bitswap::Message { blocks: vec![(cid, b"not the real bytes".to_vec())], ..Default::default() }
+            .encode(btfs_chunker::bitswap::Version::V120);
+    let mut s3 = open().await;
+    let mut framed = Vec::new();
+    btfs_chunker::varint::encode(fake.len() as u64, &mut framed);
+    framed.extend_from_slice(&fake);
+    s3.write_all(&framed).await.expect("write");
+    // 4. A stream opened and never written to or read from, and a flood of wants for blocks A lacks.
+    let _idle = open().await;
+    let flood = btfs_chunker::bitswap::Message {
+        wantlist: (0..8000u32)
+            .map(|i| {
+                let mh = btfs_chunker::hash::HashFunction::Sha2_256.digest(&i.to_le_bytes());
+                btfs_chunker::bitswap::Entry::want(
+                    Cid::new_v1(btfs_chunker::block::RAW, mh),
+                    btfs_chunker::bitswap::WantType::Block,
+                    false,
+                )
+            })
+            .collect(),
+        ..Default::default()
+    }
+    .encode(btfs_chunker::bitswap::Version::V120);
+    let mut s4 = open().await;
+    let mut framed = Vec::new();
+    btfs_chunker::varint::encode(flood.len() as u64, &mut framed);
+    framed.extend_from_slice(&flood);
+    for _ in 0..5 {
+        s4.write_all(&framed).await.expect("write");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The real block is still the real block, and an honest peer is still served.
+    assert_eq!(cat(&a.node, cid).await.expect("local cat"), data);
+    let b = start(Vec::new()).await;
+    b.net.swarm.connect(a.addr.clone()).await.expect("connect");
+    assert_eq!(cat(&b.node, cid).await.expect("honest fetch"), data);
+    let want_len = a.net.bitswap.wantlist(Some(*swarm_peer(&b))).await.len();
+    assert_eq!(want_len, 0, "the honest peer's wantlist is served and emptied");
+    let stat = a.net.bitswap.stat().await;
+    assert_eq!(stat.blocks_received, 1, "only the fake block arrived at A: {stat:?}");
+    assert_eq!(stat.dup_blks_received, 1, "and it was dropped as unwanted");
+}
+
+fn swarm_peer(node: &TestNode) -> &libp2p::PeerId {
+    &node.net.peer_id
+}

@@ -435,6 +435,7 @@ impl SwarmActor {
                 self.swarm.add_external_address(address);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                self.bitswap.peer_agent(peer_id, &info.agent_version);
                 let speaks_kad = info.protocols.contains(&self.kad_protocol);
                 if speaks_kad {
                     for addr in info.listen_addrs {

@@ -119,36 +119,6 @@ pub(crate) enum Command {
     },
 }
 
-/// Lets blocking readers wait for blocks that a background fetch is bringing in: a generation counter
-/// bumped after every batch the store writer commits, and how many background fetches are running.
-#[derive(Debug, Default)]
-pub struct Arrivals {
-    generation: std::sync::Mutex<u64>,
-    changed: std::sync::Condvar,
-    /// Background fetches under way.
-    pub active: std::sync::atomic::AtomicUsize,
-}
-
-impl Arrivals {
-    /// Wakes every waiter.
-    pub fn bump(&self) {
-        let mut g = self.generation.lock().unwrap_or_else(|p| p.into_inner());
-        *g += 1;
-        self.changed.notify_all();
-    }
-
-    /// The current generation.
-    pub fn generation(&self) -> u64 {
-        *self.generation.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Blocks until the generation moves past `seen` or `timeout` passes.
-    pub fn wait(&self, seen: u64, timeout: Duration) {
-        let g = self.generation.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = self.changed.wait_timeout_while(g, timeout, |g| *g == seen);
-    }
-}
-
 /// Per-peer accounting, as `bitswap ledger` shows it.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -191,8 +161,9 @@ pub struct BitswapStat {
 pub struct Bitswap {
     tx: mpsc::Sender<Command>,
     counters: Arc<Counters>,
-    /// Signalled whenever received blocks reach the store.
-    pub(crate) arrivals: Arc<Arrivals>,
+    /// Peers whose identify names a btfs agent: they split answers into small messages, so sessions may
+    /// keep more outstanding with them (see `session.rs`).
+    pub(crate) btfs_peers: Arc<Mutex<HashSet<PeerId>>>,
     next_session: Arc<AtomicU64>,
     pub(crate) node: Arc<Node>,
     pub(crate) swarm: crate::net::SwarmHandle,
@@ -274,11 +245,9 @@ impl Bitswap {
         let (store_tx, store_rx) = crossbeam_channel::unbounded();
         let (stored_tx, mut stored_rx) = mpsc::unbounded_channel();
         let store_node = node.clone();
-        let arrivals = Arc::new(Arrivals::default());
-        let writer_arrivals = arrivals.clone();
         std::thread::Builder::new()
             .name("bitswap-store".into())
-            .spawn(move || store_writer(store_node, store_rx, stored_tx, &writer_arrivals))
+            .spawn(move || store_writer(store_node, store_rx, stored_tx))
             .map_err(|e| e.to_string())?;
         let forward = tx.clone();
         tokio::spawn(async move {
@@ -303,11 +272,25 @@ impl Bitswap {
             shutdown: shutdown.clone(),
         };
         tokio::spawn(engine.run(rx));
-        Ok(Self { tx, counters, arrivals, next_session: Arc::new(AtomicU64::new(1)), node, swarm })
+        Ok(Self { tx, counters, btfs_peers: Arc::default(), next_session: Arc::new(AtomicU64::new(1)), node, swarm })
     }
 
     pub(crate) async fn send(&self, cmd: Command) {
         let _ = self.tx.send(cmd).await;
+    }
+
+    /// Records what identify said about a peer's software.
+    pub(crate) fn peer_agent(&self, peer: PeerId, agent: &str) {
+        let mut peers = self.btfs_peers.lock().unwrap_or_else(|p| p.into_inner());
+        if agent.starts_with("btfs/") {
+            peers.insert(peer);
+        } else {
+            peers.remove(&peer);
+        }
+    }
+
+    pub(crate) fn is_btfs_peer(&self, peer: &PeerId) -> bool {
+        self.btfs_peers.lock().unwrap_or_else(|p| p.into_inner()).contains(peer)
     }
 
     pub(crate) fn new_session_id(&self) -> SessionId {
@@ -433,12 +416,7 @@ async fn read_loop(
 }
 
 /// Writes wanted blocks to the store in batches and reports them back.
-fn store_writer(
-    node: Arc<Node>,
-    rx: crossbeam_channel::Receiver<Block>,
-    stored: mpsc::UnboundedSender<Vec<Cid>>,
-    arrivals: &Arrivals,
-) {
+fn store_writer(node: Arc<Node>, rx: crossbeam_channel::Receiver<Block>, stored: mpsc::UnboundedSender<Vec<Cid>>) {
     while let Ok(first) = rx.recv() {
         let mut bytes = first.data.len();
         let mut batch = vec![first];
@@ -455,7 +433,6 @@ fn store_writer(
             tracing::error!(error = %e, "storing received blocks failed");
             continue;
         }
-        arrivals.bump();
         if stored.send(batch.into_iter().map(|b| b.cid).collect()).is_err() {
             return;
         }

@@ -1,5 +1,5 @@
 //! Length-prefixed framing of Bitswap messages on a libp2p stream: an unsigned varint length, then the
-//! protobuf body. Reads are capped at `MAX_MESSAGE` and draw their buffer from a shared memory budget, so
+//! protobuf body. Reads are capped at `MAX_INBOUND_MESSAGE` and draw their buffer from a shared memory budget, so
 //! many slow or hostile streams cannot make the node allocate without bound.
 
 use std::io;
@@ -10,7 +10,7 @@ use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::Stream;
 use tokio::sync::Semaphore;
 
-use super::message::MAX_MESSAGE;
+use super::message::MAX_INBOUND_MESSAGE;
 use btfs_chunker::varint;
 
 /// How long the rest of a message may take once its first byte has arrived.
@@ -38,10 +38,10 @@ pub async fn read_message(stream: &mut Stream, budget: &Arc<Semaphore>) -> io::R
         let (len, _) =
             varint::decode(&prefix).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad length prefix"))?;
         let len = usize::try_from(len).unwrap_or(usize::MAX);
-        if len > MAX_MESSAGE {
+        if len > MAX_INBOUND_MESSAGE {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("message of {len} bytes is over the {MAX_MESSAGE}-byte limit"),
+                format!("message of {len} bytes is over the {MAX_INBOUND_MESSAGE}-byte limit"),
             ));
         }
         let kib = u32::try_from(len.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
