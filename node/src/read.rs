@@ -413,15 +413,7 @@ fn write_tree(
     };
     if kind.is_directory() {
         fs::create_dir(dest).map_err(out_err)?;
-        let mut names = std::collections::HashSet::new();
-        for entry in ls(store, cid)? {
-            if entry.name.is_empty() || entry.name == "." || entry.name == ".." || entry.name.contains(['/', '\\']) {
-                return Err(malformed(cid, format!("unsafe entry name {:?}", entry.name)));
-            }
-            // A second entry of the same name could write through a symlink made by the first.
-            if !names.insert(entry.name.clone()) {
-                return Err(malformed(cid, format!("duplicate entry name {:?}", entry.name)));
-            }
+        for entry in safe_entries(store, cid)? {
             write_tree(store, &entry.cid, &dest.join(&entry.name), depth + 1, progress)?;
         }
         Ok(())
@@ -468,14 +460,7 @@ fn tar_tree(
     };
     if kind.is_directory() {
         tar.directory(path).map_err(ReadError::Write)?;
-        let mut names = std::collections::HashSet::new();
-        for entry in ls(store, cid)? {
-            if entry.name.is_empty() || entry.name == "." || entry.name == ".." || entry.name.contains(['/', '\\']) {
-                return Err(malformed(cid, format!("unsafe entry name {:?}", entry.name)));
-            }
-            if !names.insert(entry.name.clone()) {
-                return Err(malformed(cid, format!("duplicate entry name {:?}", entry.name)));
-            }
+        for entry in safe_entries(store, cid)? {
             tar_tree(store, &entry.cid, &format!("{path}/{}", entry.name), depth + 1, tar)?;
         }
         Ok(())
@@ -506,12 +491,28 @@ impl<W: Write> Write for Counting<'_, W> {
     }
 }
 
+/// A directory's entries, refusing names that could escape the output (empty, `.`, `..`, a path
+/// separator) and repeated names (a second entry could write through a symlink made by the first).
+fn safe_entries(store: &BlockStore, cid: &Cid) -> Result<Vec<LsEntry>, ReadError> {
+    let entries = ls(store, cid)?;
+    let mut names = std::collections::HashSet::new();
+    for entry in &entries {
+        if entry.name.is_empty() || entry.name == "." || entry.name == ".." || entry.name.contains(['/', '\\']) {
+            return Err(malformed(cid, format!("unsafe entry name {:?}", entry.name)));
+        }
+        if !names.insert(entry.name.as_str()) {
+            return Err(malformed(cid, format!("duplicate entry name {:?}", entry.name)));
+        }
+    }
+    Ok(entries)
+}
+
 #[cfg(unix)]
-fn make_symlink(target: &str, dest: &Path) -> io::Result<()> {
+pub(crate) fn make_symlink(target: &str, dest: &Path) -> io::Result<()> {
     std::os::unix::fs::symlink(target, dest)
 }
 
 #[cfg(not(unix))]
-fn make_symlink(target: &str, dest: &Path) -> io::Result<()> {
+pub(crate) fn make_symlink(target: &str, dest: &Path) -> io::Result<()> {
     fs::write(dest, target)
 }

@@ -272,7 +272,7 @@ impl<R: Read> Extractor<R> {
                     fs::create_dir(&target).map_err(out_err)?;
                     self.dirs.insert(rel.join("/"));
                 }
-                TYPE_SYMLINK => make_symlink(&entry.link, &target).map_err(out_err)?,
+                TYPE_SYMLINK => crate::read::make_symlink(&entry.link, &target).map_err(out_err)?,
                 _ => {
                     // `create_new` refuses an existing path, a symlink included.
                     let file = fs::OpenOptions::new().write(true).create_new(true).open(&target).map_err(out_err)?;
@@ -490,16 +490,6 @@ fn parse_pax(mut body: &[u8]) -> Result<Vec<(String, String)>, ExtractError> {
         body = &body[len..];
     }
     Ok(out)
-}
-
-#[cfg(unix)]
-fn make_symlink(target: &str, dest: &Path) -> io::Result<()> {
-    std::os::unix::fs::symlink(target, dest)
-}
-
-#[cfg(not(unix))]
-fn make_symlink(target: &str, dest: &Path) -> io::Result<()> {
-    fs::write(dest, target)
 }
 
 #[cfg(test)]

@@ -218,13 +218,9 @@ async fn hostile_bitswap_peers_are_refused_and_honest_ones_still_served() {
     let b = start(Vec::new()).await;
     b.net.swarm.connect(a.addr.clone()).await.expect("connect");
     assert_eq!(cat(&b.node, cid).await.expect("honest fetch"), data);
-    let want_len = a.net.bitswap.wantlist(Some(*swarm_peer(&b))).await.len();
+    let want_len = a.net.bitswap.wantlist(Some(b.net.peer_id)).await.len();
     assert_eq!(want_len, 0, "the honest peer's wantlist is served and emptied");
     let stat = a.net.bitswap.stat().await;
     assert_eq!(stat.blocks_received, 1, "only the fake block arrived at A: {stat:?}");
     assert_eq!(stat.dup_blks_received, 1, "and it was dropped as unwanted");
-}
-
-fn swarm_peer(node: &TestNode) -> &libp2p::PeerId {
-    &node.net.peer_id
 }
