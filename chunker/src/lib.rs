@@ -16,6 +16,7 @@ pub mod import;
 pub mod links;
 pub mod unixfs;
 pub mod varint;
+pub mod walk;
 
 pub use block::{Block, CidParams, CidVersion, Link};
 pub use cid::Cid;

@@ -1,9 +1,10 @@
-//! `btfs daemon`: the network, the RPC API (and later the gateway) in one process, with ordered shutdown.
+//! `btfs daemon`: the network, the RPC API and the HTTP gateway in one process, with ordered shutdown.
 //!
-//! Start-up order: open the repo (taking its lock), start the swarm and Bitswap, bind the API, write
-//! `$BTFS_PATH/api` with the address actually bound, print "Daemon is ready". Shutdown (SIGINT, SIGTERM
-//! or `btfs shutdown`) runs the other way: stop accepting API requests and let those in flight finish,
-//! stop the network, remove the `api` file, flush the block store, release the lock.
+//! Start-up order: open the repo (taking its lock), start the swarm and Bitswap, bind the API and the
+//! gateway, write `$BTFS_PATH/api` and `$BTFS_PATH/gateway` with the addresses actually bound, print
+//! "Daemon is ready". Shutdown (SIGINT, SIGTERM or `btfs shutdown`) runs the other way: stop accepting API
+//! and gateway requests and let those in flight finish, stop the network, remove the `api` and `gateway`
+//! files, flush the block store, release the lock.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -96,22 +97,33 @@ pub fn run(
         .map_err(DaemonError::Runtime)?;
     let shutdown = CancellationToken::new();
     let api_file = path.join("api");
-    let result = runtime.block_on(serve(node.clone(), offline, shutdown.clone(), &api_file, api_routes));
+    let gateway_file = path.join("gateway");
+    let files = RuntimeFiles { api: &api_file, gateway: &gateway_file };
+    let result = runtime.block_on(serve(node.clone(), offline, shutdown.clone(), files, api_routes));
     shutdown.cancel();
     // Give tasks a moment to see the cancellation, then stop the runtime.
     runtime.shutdown_timeout(Duration::from_secs(5));
     let _ = std::fs::remove_file(&api_file);
+    let _ = std::fs::remove_file(&gateway_file);
     if let Err(e) = node.repo().store().sync_blocks() {
         eprintln!("warning: flushing the block store failed: {e}");
     }
     result
 }
 
+/// The files a running daemon writes into the repo, removed when it stops.
+struct RuntimeFiles<'a> {
+    /// The RPC API's multiaddr.
+    api: &'a Path,
+    /// The gateway's URL.
+    gateway: &'a Path,
+}
+
 async fn serve(
     node: Arc<Node>,
     offline: bool,
     shutdown: CancellationToken,
-    api_file: &Path,
+    files: RuntimeFiles<'_>,
     api_routes: impl FnOnce(Arc<Node>, CancellationToken) -> Router,
 ) -> Result<(), DaemonError> {
     let config = node.repo().config().typed().clone();
@@ -150,9 +162,29 @@ async fn serve(
         .map_err(|source| DaemonError::Bind { addr: api_addr.to_string(), source })?;
     let bound = listener.local_addr().map_err(|source| DaemonError::Bind { addr: api_addr.to_string(), source })?;
     let api_multiaddr = socket_to_multiaddr(bound);
-    crate::repo::config::write_atomic(api_file, api_multiaddr.as_bytes())
-        .map_err(|source| DaemonError::Write { path: api_file.display().to_string(), source })?;
+    crate::repo::config::write_atomic(files.api, api_multiaddr.as_bytes())
+        .map_err(|source| DaemonError::Write { path: files.api.display().to_string(), source })?;
     println!("RPC API server listening on {api_multiaddr}");
+
+    let gateway_addr = multiaddr_to_socket(&config.addresses.gateway).ok_or_else(|| DaemonError::Config {
+        key: "Addresses.Gateway",
+        reason: format!("{:?} is not /ip4/<ip>/tcp/<port>", config.addresses.gateway),
+    })?;
+    let (gateway_listener, gateway_bound) = crate::gateway::bind(gateway_addr)
+        .await
+        .map_err(|source| DaemonError::Bind { addr: gateway_addr.to_string(), source })?;
+    let gateway_url = format!("http://{gateway_bound}");
+    crate::repo::config::write_atomic(files.gateway, gateway_url.as_bytes())
+        .map_err(|source| DaemonError::Write { path: files.gateway.display().to_string(), source })?;
+    println!("Gateway server listening on {}", socket_to_multiaddr(gateway_bound));
+    let metrics = Arc::new(btfs_gateway::Metrics::new());
+    let gateway = tokio::spawn(crate::gateway::serve(
+        node.clone(),
+        gateway_listener,
+        btfs_gateway::GatewayConfig::default(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     println!("Daemon is ready");
 
     let signals = shutdown.clone();
@@ -161,12 +193,19 @@ async fn serve(
         println!("Received interrupt signal, shutting down...");
         signals.cancel();
     });
-    let router = api_routes(node.clone(), shutdown.clone());
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .map_err(|source| DaemonError::Bind { addr: api_multiaddr, source })?;
-    Ok(())
+    // kubo serves the gateway's Prometheus metrics on the API port, at this path.
+    let router = Router::new()
+        .route("/debug/metrics/prometheus", axum::routing::get(move || async move { metrics.render() }))
+        .merge(api_routes(node.clone(), shutdown.clone()));
+    let api = axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    // A failing gateway stops the daemon too, and the API's shutdown waits for the gateway's requests.
+    shutdown.cancel();
+    let gateway = gateway.await;
+    api.map_err(|source| DaemonError::Bind { addr: api_multiaddr, source })?;
+    match gateway {
+        Ok(result) => result.map_err(|source| DaemonError::Bind { addr: gateway_url, source }),
+        Err(e) => Err(DaemonError::Bind { addr: gateway_url, source: std::io::Error::other(e) }),
+    }
 }
 
 async fn wait_for_signal() {

@@ -12,6 +12,7 @@ pub mod blocks;
 pub mod cli;
 pub mod client;
 pub mod daemon;
+pub mod gateway;
 pub mod net;
 pub mod online;
 pub mod read;

@@ -1,0 +1,302 @@
+//! Reading UnixFS through a [`ContentSource`]: path resolution (plain and HAMT directories), file bytes as a
+//! stream with read-ahead, and directory entries.
+//!
+//! Streams are produced by a spawned task that walks the DAG depth-first and fetches up to [`PREFETCH`]
+//! children of a node at once, in order, into a bounded channel: memory per response is a few blocks per
+//! level, and a slow client slows the walk instead of filling memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use btfs_chunker::Cid;
+use btfs_chunker::walk::{self, HamtStep, MAX_DEPTH, MAX_HAMT_DEPTH, NodeError, UnixfsNode};
+use bytes::Bytes;
+use futures::{StreamExt, stream};
+use tokio::sync::mpsc;
+
+use crate::source::{ContentSource, Fetch, Origin, SourceError};
+
+/// Blocks fetched ahead of the one being sent, per DAG level.
+pub(crate) const PREFETCH: usize = 8;
+/// Stream items (file segments or CAR sections) waiting for the connection.
+pub(crate) const CHANNEL: usize = 16;
+
+/// Why content could not be served.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ContentError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("no link named {name:?} under {cid}")]
+    NoLink { cid: Cid, name: String },
+    #[error("{cid} is a file, not a directory, so it has no {name:?}")]
+    NotDirectory { cid: Cid, name: String },
+    #[error("{cid} is not valid UnixFS: {reason}")]
+    Malformed { cid: Cid, reason: String },
+    #[error("DAG under {cid} is deeper than {MAX_DEPTH} levels")]
+    TooDeep { cid: Cid },
+    #[error("{cid} has sizes that do not add up")]
+    Sizes { cid: Cid },
+    #[error("the request took longer than the gateway's limit")]
+    Deadline,
+}
+
+impl ContentError {
+    pub(crate) fn malformed(cid: &Cid, e: impl std::fmt::Display) -> Self {
+        Self::Malformed { cid: *cid, reason: e.to_string() }
+    }
+}
+
+/// A block reader for one request: remembers whether anything came from the network, and enforces the
+/// per-block time limit.
+pub(crate) struct Blocks<S> {
+    source: Arc<S>,
+    fetch: Fetch,
+    timeout: Duration,
+    used_network: Arc<AtomicBool>,
+}
+
+impl<S> Clone for Blocks<S> {
+    fn clone(&self) -> Self {
+        Self {
+            source: self.source.clone(),
+            fetch: self.fetch,
+            timeout: self.timeout,
+            used_network: self.used_network.clone(),
+        }
+    }
+}
+
+impl<S: ContentSource> Blocks<S> {
+    pub(crate) fn new(source: Arc<S>, fetch: Fetch, timeout: Duration) -> Self {
+        Self { source, fetch, timeout, used_network: Arc::new(AtomicBool::new(false)) }
+    }
+
+    pub(crate) async fn get(&self, cid: &Cid) -> Result<Bytes, ContentError> {
+        let (data, origin) = match tokio::time::timeout(self.timeout, self.source.get(cid, self.fetch)).await {
+            Ok(result) => result?,
+            Err(_) => return Err(SourceError::Timeout(*cid).into()),
+        };
+        if origin == Origin::Network {
+            self.used_network.store(true, Ordering::Relaxed);
+        }
+        Ok(data)
+    }
+
+    pub(crate) fn used_network(&self) -> bool {
+        self.used_network.load(Ordering::Relaxed)
+    }
+}
+
+pub(crate) fn decode(cid: &Cid, data: &[u8]) -> Result<UnixfsNode, ContentError> {
+    UnixfsNode::decode(cid, data).map_err(|e: NodeError| ContentError::malformed(cid, e))
+}
+
+/// A path resolved to its last block.
+pub(crate) struct Resolved {
+    pub cid: Cid,
+    pub block: Bytes,
+    /// The CID of the root and of each path segment, in order (`X-Ipfs-Roots`).
+    pub roots: Vec<Cid>,
+    /// Every block read on the way, in order, the terminal block last (CAR responses start with them).
+    pub path_blocks: Vec<(Cid, Bytes)>,
+}
+
+/// Follows `segments` from `root` through UnixFS directories.
+pub(crate) async fn resolve<S: ContentSource>(
+    blocks: &Blocks<S>,
+    root: Cid,
+    segments: &[String],
+) -> Result<Resolved, ContentError> {
+    let mut cid = root;
+    let mut block = blocks.get(&cid).await?;
+    let mut roots = vec![cid];
+    let mut path_blocks = vec![(cid, block.clone())];
+    for name in segments {
+        let next = match decode(&cid, &block)? {
+            UnixfsNode::Directory { entries } => entries
+                .into_iter()
+                .find(|e| &e.name == name)
+                .map(|e| e.cid)
+                .ok_or_else(|| ContentError::NoLink { cid, name: name.clone() })?,
+            UnixfsNode::HamtShard { links } => {
+                let mut links = links;
+                let mut found = None;
+                for depth in 0..MAX_HAMT_DEPTH {
+                    match walk::hamt_step(&links, name, depth) {
+                        HamtStep::Found(target) => {
+                            found = Some(target);
+                            break;
+                        }
+                        HamtStep::Absent => return Err(ContentError::NoLink { cid, name: name.clone() }),
+                        HamtStep::Descend(shard) => {
+                            let data = blocks.get(&shard).await?;
+                            path_blocks.push((shard, data.clone()));
+                            match decode(&shard, &data)? {
+                                UnixfsNode::HamtShard { links: inner } => links = inner,
+                                _ => return Err(ContentError::malformed(&shard, "HAMT link to a non-shard")),
+                            }
+                        }
+                    }
+                }
+                found.ok_or(ContentError::TooDeep { cid })?
+            }
+            _ => return Err(ContentError::NotDirectory { cid, name: name.clone() }),
+        };
+        cid = next;
+        block = blocks.get(&cid).await?;
+        roots.push(cid);
+        path_blocks.push((cid, block.clone()));
+    }
+    Ok(Resolved { cid, block, roots, path_blocks })
+}
+
+/// The size of a file node, after checking that its own bytes and its children's sizes add up to it.
+pub(crate) fn file_size(cid: &Cid, node: &UnixfsNode) -> Result<u64, ContentError> {
+    let UnixfsNode::File { own, children, filesize } = node else {
+        return Err(ContentError::malformed(cid, "not a file"));
+    };
+    let sum = children.iter().try_fold(own.len() as u64, |acc, (_, size)| acc.checked_add(*size));
+    match sum {
+        Some(total) if total == *filesize => Ok(total),
+        _ => Err(ContentError::Sizes { cid: *cid }),
+    }
+}
+
+/// Streams bytes `[from, to)` of the file whose root block is `block`.
+pub(crate) fn stream_file<S: ContentSource>(
+    blocks: Blocks<S>,
+    cid: Cid,
+    block: Bytes,
+    from: u64,
+    to: u64,
+) -> mpsc::Receiver<Result<Bytes, ContentError>> {
+    let (tx, rx) = mpsc::channel(CHANNEL);
+    tokio::spawn(async move {
+        let mut emit = |seg: Bytes| {
+            let tx = tx.clone();
+            async move { tx.send(Ok(seg)).await.is_ok() }
+        };
+        if let Err(e) = walk_file(&blocks, cid, block, 0, from, to, 0, &mut emit).await {
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    rx
+}
+
+/// Reads bytes `[from, to)` of a file into memory (for sniffing the first bytes).
+pub(crate) async fn read_range<S: ContentSource>(
+    blocks: &Blocks<S>,
+    cid: Cid,
+    block: Bytes,
+    from: u64,
+    to: u64,
+) -> Result<Vec<u8>, ContentError> {
+    let mut out = Vec::new();
+    let mut emit = |seg: Bytes| {
+        out.extend_from_slice(&seg);
+        async { true }
+    };
+    walk_file(blocks, cid, block, 0, from, to, 0, &mut emit).await?;
+    Ok(out)
+}
+
+/// The walk behind [`stream_file`]: emits the part of the file DAG at `cid` (starting at byte `start` of the
+/// file) that falls in `[from, to)`. Returns false once `emit` asks to stop (the client went away).
+#[allow(clippy::too_many_arguments)]
+async fn walk_file<S, F, Fut>(
+    blocks: &Blocks<S>,
+    cid: Cid,
+    block: Bytes,
+    start: u64,
+    from: u64,
+    to: u64,
+    depth: usize,
+    emit: &mut F,
+) -> Result<bool, ContentError>
+where
+    S: ContentSource,
+    F: FnMut(Bytes) -> Fut + Send,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    if depth > MAX_DEPTH {
+        return Err(ContentError::TooDeep { cid });
+    }
+    let UnixfsNode::File { own, children, .. } = decode(&cid, &block)? else {
+        return Err(ContentError::malformed(&cid, "a file links to something that is not file data"));
+    };
+    let mut at = start;
+    if let Some((lo, hi)) = walk::clip(start, own.len(), from, to)
+        && !emit(block.slice(own.start + lo..own.start + hi)).await
+    {
+        return Ok(false);
+    }
+    at = at.checked_add(own.len() as u64).ok_or(ContentError::Sizes { cid })?;
+    drop(block);
+    // The children overlapping the range, with where each starts and how long it claims to be.
+    let mut wanted = Vec::new();
+    for (child, size) in children {
+        let end = at.checked_add(size).ok_or(ContentError::Sizes { cid })?;
+        if end > from && at < to {
+            wanted.push((child, at, size));
+        }
+        at = end;
+    }
+    let mut fetched = stream::iter(wanted)
+        .map(|(child, child_start, size)| async move { (child, child_start, size, blocks.get(&child).await) })
+        .buffered(PREFETCH);
+    while let Some((child, child_start, size, data)) = fetched.next().await {
+        let data = data?;
+        let node = decode(&child, &data)?;
+        if file_size(&child, &node)? != size {
+            return Err(ContentError::Sizes { cid: child });
+        }
+        let walk = Box::pin(walk_file(blocks, child, data, child_start, from, to, depth + 1, emit));
+        if !walk.await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Every entry of a directory, plain or HAMT (for HAMTs, fetching the shard nodes of this directory only).
+pub(crate) async fn dir_entries<S: ContentSource>(
+    blocks: &Blocks<S>,
+    cid: Cid,
+    node: UnixfsNode,
+) -> Result<Vec<walk::Entry>, ContentError> {
+    match node {
+        UnixfsNode::Directory { entries } => Ok(entries),
+        UnixfsNode::HamtShard { links } => {
+            let mut entries = Vec::new();
+            let mut level = vec![(cid, links)];
+            for _ in 0..MAX_HAMT_DEPTH {
+                let mut shards = Vec::new();
+                for (shard, links) in level {
+                    for link in &links {
+                        match walk::hamt_entry(link).map_err(|e| ContentError::malformed(&shard, e))? {
+                            Some(entry) => entries.push(entry),
+                            None => shards.push(link.hash),
+                        }
+                    }
+                }
+                if shards.is_empty() {
+                    entries.sort_by(|a, b| a.name.cmp(&b.name));
+                    return Ok(entries);
+                }
+                let mut next = Vec::new();
+                let mut fetched =
+                    stream::iter(shards).map(|s| async move { (s, blocks.get(&s).await) }).buffered(PREFETCH);
+                while let Some((shard, data)) = fetched.next().await {
+                    match decode(&shard, &data?)? {
+                        UnixfsNode::HamtShard { links } => next.push((shard, links)),
+                        _ => return Err(ContentError::malformed(&shard, "HAMT link to a non-shard")),
+                    }
+                }
+                level = next;
+            }
+            Err(ContentError::TooDeep { cid })
+        }
+        _ => Err(ContentError::malformed(&cid, "not a directory")),
+    }
+}
