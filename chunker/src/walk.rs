@@ -190,7 +190,7 @@ mod tests {
     fn raw_block_is_a_whole_file() {
         let params = CidParams { version: CidVersion::V1, ..CidParams::V0 };
         let cid = params.cid(RAW, b"hello");
-        let node = UnixfsNode::decode(&cid, b"hello").unwrap();
+        let node = UnixfsNode::decode(&cid, b"hello").expect("test value");
         assert_eq!(node, UnixfsNode::File { own: 0..5, children: vec![], filesize: 5 });
     }
 
@@ -203,7 +203,7 @@ mod tests {
         let params = CidParams { version: CidVersion::V1, ..CidParams::V0 };
         let child = params.cid(RAW, b"defghij");
         let (cid, bytes) = pb(data, vec![PbLink::new(child, "", 7)]);
-        let UnixfsNode::File { own, children, filesize } = UnixfsNode::decode(&cid, &bytes).unwrap() else {
+        let UnixfsNode::File { own, children, filesize } = UnixfsNode::decode(&cid, &bytes).expect("test value") else {
             panic!("not a file")
         };
         assert_eq!(&bytes[own], b"abc");
@@ -224,8 +224,8 @@ mod tests {
         let params = CidParams { version: CidVersion::V1, ..CidParams::V0 };
         let target = params.cid(RAW, b"x");
         let leaf = PbLink::new(target, "A7file.txt", 1);
-        assert_eq!(hamt_entry(&leaf).unwrap().map(|e| e.name), Some("file.txt".to_string()));
-        assert_eq!(hamt_entry(&PbLink::new(target, "A7", 1)).unwrap(), None);
+        assert_eq!(hamt_entry(&leaf).expect("test value").map(|e| e.name), Some("file.txt".to_string()));
+        assert_eq!(hamt_entry(&PbLink::new(target, "A7", 1)).expect("test value"), None);
         assert!(hamt_entry(&PbLink::new(target, "é", 1)).is_err());
         let bucket = format!("{:02X}", hamt_index(b"file.txt", 0));
         let links = vec![PbLink::new(target, format!("{bucket}file.txt"), 1)];

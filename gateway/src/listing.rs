@@ -93,8 +93,8 @@ mod tests {
 
     #[test]
     fn names_are_escaped_and_links_encoded() {
-        let cid: Cid = "bafkqaaa".parse().unwrap();
-        let path = ContentPath::parse("/ipfs/bafkqaaa/sub/").unwrap();
+        let cid: Cid = "bafkqaaa".parse().expect("test value");
+        let path = ContentPath::parse("/ipfs/bafkqaaa/sub/").expect("test value");
         let entries = vec![Entry { name: "<b>&x y.txt".into(), cid, tsize: Some(2048) }];
         let html = render(&path, "bafkqaaa", &entries);
         assert!(html.contains("&lt;b&gt;&amp;x y.txt</a>"));

@@ -369,12 +369,12 @@ mod tests {
 
     #[test]
     fn paths_are_decoded_and_cleaned() {
-        let p = ContentPath::parse(&format!("/ipfs/{CID}/a%20b/./c/../d/")).unwrap();
+        let p = ContentPath::parse(&format!("/ipfs/{CID}/a%20b/./c/../d/")).expect("test value");
         assert_eq!(p.segments, vec!["a b", "d"]);
         assert!(p.trailing_slash);
         assert_eq!(p.encoded(), format!("/ipfs/{CID}/a%20b/d"));
-        assert_eq!(ContentPath::parse(&format!("/btfs/{CID}")).unwrap().namespace, "btfs");
-        assert!(!ContentPath::parse(&format!("/ipfs/{CID}")).unwrap().trailing_slash);
+        assert_eq!(ContentPath::parse(&format!("/btfs/{CID}")).expect("test value").namespace, "btfs");
+        assert!(!ContentPath::parse(&format!("/ipfs/{CID}")).expect("test value").trailing_slash);
     }
 
     #[test]
@@ -405,20 +405,20 @@ mod tests {
     fn entity_bytes_resolve_against_size() {
         let q = Query::parse(Some("format=car&entity-bytes=-10:*"));
         let Ok(Format::Car(car)) = negotiate(&q, None) else { panic!() };
-        assert_eq!(car.entity_bytes.unwrap().resolve(100), Some((90, 100)));
-        assert_eq!(parse_entity_bytes("0:0").unwrap().resolve(100), Some((0, 1)));
+        assert_eq!(car.entity_bytes.expect("test value").resolve(100), Some((90, 100)));
+        assert_eq!(parse_entity_bytes("0:0").expect("test value").resolve(100), Some((0, 1)));
         assert_eq!(parse_entity_bytes("5:2"), None);
-        assert_eq!(parse_entity_bytes("50:-20").unwrap().resolve(100), Some((50, 81)));
-        assert_eq!(parse_entity_bytes("200:*").unwrap().resolve(100), None);
+        assert_eq!(parse_entity_bytes("50:-20").expect("test value").resolve(100), Some((50, 81)));
+        assert_eq!(parse_entity_bytes("200:*").expect("test value").resolve(100), None);
     }
 
     #[test]
     fn ranges() {
-        assert_eq!(parse_range("bytes=0-9").unwrap().resolve(100), Some((0, 10)));
-        assert_eq!(parse_range("bytes=90-").unwrap().resolve(100), Some((90, 100)));
-        assert_eq!(parse_range("bytes=-5").unwrap().resolve(100), Some((95, 100)));
-        assert_eq!(parse_range("bytes=0-999").unwrap().resolve(100), Some((0, 100)));
-        assert_eq!(parse_range("bytes=100-").unwrap().resolve(100), None);
+        assert_eq!(parse_range("bytes=0-9").expect("test value").resolve(100), Some((0, 10)));
+        assert_eq!(parse_range("bytes=90-").expect("test value").resolve(100), Some((90, 100)));
+        assert_eq!(parse_range("bytes=-5").expect("test value").resolve(100), Some((95, 100)));
+        assert_eq!(parse_range("bytes=0-999").expect("test value").resolve(100), Some((0, 100)));
+        assert_eq!(parse_range("bytes=100-").expect("test value").resolve(100), None);
         assert_eq!(parse_range("bytes=0-1,5-6"), None);
         assert_eq!(parse_range("items=0-1"), None);
         assert_eq!(parse_range("bytes=5-2"), None);
