@@ -51,7 +51,7 @@ pub fn multiaddr_to_socket(addr: &str) -> Option<SocketAddr> {
     iter.next().is_none().then_some(SocketAddr::new(ip, port))
 }
 
-fn socket_to_multiaddr(addr: SocketAddr) -> String {
+pub(crate) fn socket_to_multiaddr(addr: SocketAddr) -> String {
     match addr.ip() {
         IpAddr::V4(ip) => format!("/ip4/{ip}/tcp/{}", addr.port()),
         IpAddr::V6(ip) => format!("/ip6/{ip}/tcp/{}", addr.port()),
@@ -208,7 +208,7 @@ async fn serve(
     }
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -2,6 +2,7 @@
 //! when the daemon is online), and serving it on `Addresses.Gateway`.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Node;
+use crate::daemon::{DaemonError, multiaddr_to_socket, socket_to_multiaddr, wait_for_signal};
 use crate::net::bitswap::session::{FetchError, FetchOptions};
 
 /// Blocks the gateway hands out: local ones from RocksDB (read off the async runtime), missing ones from
@@ -79,4 +81,46 @@ pub async fn serve(
     let source = Arc::new(NodeSource::new(node, &config));
     let router = btfs_gateway::router(source, config, metrics);
     axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+/// `btfs gateway`: serves the repo read-only over HTTP without the network or the RPC API, until SIGINT or
+/// SIGTERM. Listens on `listen` (a multiaddr) or `Addresses.Gateway`, and writes `$BTFS_PATH/gateway`.
+pub fn run_standalone(path: &Path, listen: Option<&str>) -> Result<(), DaemonError> {
+    let node = Arc::new(Node::open(path)?);
+    let configured = node.repo().config().typed().addresses.gateway.clone();
+    let (key, text) = match listen {
+        Some(l) => ("--listen", l.to_string()),
+        None => ("Addresses.Gateway", configured),
+    };
+    let addr = multiaddr_to_socket(&text)
+        .ok_or_else(|| DaemonError::Config { key, reason: format!("{text:?} is not /ip4/<ip>/tcp/<port>") })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("btfs-gateway")
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    let file = path.join("gateway");
+    let result = runtime.block_on(async {
+        let (listener, bound) =
+            bind(addr).await.map_err(|source| DaemonError::Bind { addr: addr.to_string(), source })?;
+        let url = format!("http://{bound}");
+        crate::repo::config::write_atomic(&file, url.as_bytes())
+            .map_err(|source| DaemonError::Write { path: file.display().to_string(), source })?;
+        println!("Gateway server listening on {}", socket_to_multiaddr(bound));
+        println!("Serving {} read-only at {url}", node.repo().path().display());
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            signals.cancel();
+        });
+        let metrics = Arc::new(Metrics::new());
+        serve(node.clone(), listener, GatewayConfig::default(), metrics, shutdown)
+            .await
+            .map_err(|source| DaemonError::Bind { addr: url, source })
+    });
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    let _ = std::fs::remove_file(&file);
+    result
 }

@@ -48,6 +48,12 @@ pub enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Serve the repo read-only over the HTTP gateway, without the network or the RPC API.
+    Gateway {
+        /// Listen address as a multiaddr (default: Addresses.Gateway).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Add files or directories to the store and print their CIDs.
     Add(AddArgs),
     /// Print the contents of a file.
@@ -327,6 +333,10 @@ pub fn run(cli: Cli) -> Result<()> {
         })?;
         return Ok(());
     }
+    if let Command::Gateway { listen } = &cli.command {
+        crate::gateway::run_standalone(&path, listen.as_deref())?;
+        return Ok(());
+    }
     let mut stdout = io::BufWriter::new(io::stdout().lock());
     match cli.command {
         Command::Init { profile } => {
@@ -430,7 +440,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Command::Daemon { .. } => unreachable!("handled above"),
+        Command::Daemon { .. } | Command::Gateway { .. } => unreachable!("handled above"),
         Command::Id => {
             let id = Backend::open(&path)?.id()?;
             writeln!(stdout, "{}", serde_json::to_string_pretty(&id)?)?;
