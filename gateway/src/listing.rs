@@ -39,47 +39,60 @@ pub(crate) fn human_size(bytes: u64) -> String {
 }
 
 /// Renders the listing of the directory at `path` (whose CID is `dir_cid`).
+///
+/// The markup follows kubo's listing where tools look at it: breadcrumbs of the path, a `..` link below the
+/// root, entry links under the directory's path, and `class="ipfs-hash"` links to each entry's own CID.
 pub(crate) fn render(path: &ContentPath, dir_cid: &str, entries: &[Entry]) -> String {
-    let base = format!("{}/", path.encoded());
-    let title = format!("/{}/{}", path.namespace, {
-        let mut p = path.root_text.clone();
-        for s in &path.segments {
-            p.push('/');
-            p.push_str(s);
-        }
-        p
-    });
-    let mut html = String::with_capacity(512 + entries.len() * 320);
+    let base = path.encoded();
+    let mut html = String::with_capacity(1024 + entries.len() * 360);
+    let mut title = format!("/{}/{}", path.namespace, path.root_text);
+    for s in &path.segments {
+        title.push('/');
+        title.push_str(s);
+    }
     let _ = write!(
         html,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{title}</title>\n<style>\n\
-         body{{font-family:system-ui,sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem;color:#1d2b36}}\n\
-         h1{{font-size:1.1rem;word-break:break-all}}\n.cid{{font-family:monospace;font-size:.8rem;color:#667}}\n\
+         <title>{title}/</title>\n<style>\n\
+         body{{font-family:system-ui,sans-serif;margin:2rem auto;max-width:64rem;padding:0 1rem;color:#1d2b36}}\n\
+         h1{{font-size:1.05rem;font-weight:600;word-break:break-all}}\n\
+         .ipfs-hash,.meta{{font-family:ui-monospace,monospace;font-size:.8rem;color:#667}}\n\
          table{{border-collapse:collapse;width:100%}}\ntd{{padding:.35rem .5rem;border-bottom:1px solid #e3e7ea}}\n\
          td.size{{text-align:right;white-space:nowrap}}\na{{color:#0b6bcb;text-decoration:none}}\n\
-         a:hover{{text-decoration:underline}}\n</style>\n</head>\n<body>\n\
-         <h1>Index of {title}</h1>\n<p class=\"cid\">{cid} &middot; {n} entries</p>\n<table>\n",
+         a:hover{{text-decoration:underline}}\n</style>\n</head>\n<body>\n<h1>Index of ",
         title = escape(&title),
+    );
+    // Breadcrumbs: each step links to its own path.
+    let mut crumb = format!("/{}/{}", path.namespace, path.root_text);
+    let _ = write!(html, "/{}/<a href=\"{}\">{}</a>", path.namespace, escape(&crumb), escape(&path.root_text));
+    for s in &path.segments {
+        crumb.push('/');
+        crumb.push_str(&encode_segment(s));
+        let _ = write!(html, "/<a href=\"{}\">{}</a>", escape(&crumb), escape(s));
+    }
+    let _ = write!(
+        html,
+        "</h1>\n<p class=\"meta\">{cid} &middot; {n} entries</p>\n<table>\n",
         cid = escape(dir_cid),
         n = entries.len(),
     );
     if !path.segments.is_empty() {
-        let _ = writeln!(html, "<tr><td><a href=\"{}../\">..</a></td><td></td><td></td></tr>", escape(&base));
+        let _ = writeln!(html, "<tr><td><a href=\"{}/..\">..</a></td><td></td><td></td></tr>", escape(&base));
     }
     for e in entries {
-        let href = format!("{base}{}", encode_segment(&e.name));
-        let cid = e.cid.to_string();
-        let size = e.tsize.map(human_size).unwrap_or_default();
+        let name = encode_segment(&e.name);
         let _ = writeln!(
             html,
-            "<tr><td><a href=\"{href}\">{name}</a></td><td class=\"cid\"><a href=\"/{ns}/{cid}?filename={fname}\">{cid}</a></td>\
+            "<tr><td><a href=\"{href}\">{text}</a></td>\
+             <td><a class=\"ipfs-hash\" translate=\"no\" href=\"/{ns}/{cid}?filename={fname}\">{cid}</a></td>\
              <td class=\"size\">{size}</td></tr>",
-            href = escape(&href),
-            name = escape(&e.name),
+            href = escape(&format!("{base}/{name}")),
+            text = escape(&e.name),
             ns = path.namespace,
-            fname = escape(&urlencoding::encode(&e.name)),
+            cid = e.cid,
+            fname = escape(&urlencoding::encode(&name)),
+            size = e.tsize.map(human_size).unwrap_or_default(),
         );
     }
     html.push_str("</table>\n</body>\n</html>\n");
@@ -100,7 +113,10 @@ mod tests {
         assert!(html.contains("&lt;b&gt;&amp;x y.txt</a>"));
         assert!(html.contains("href=\"/ipfs/bafkqaaa/sub/%3Cb%3E&amp;x%20y.txt\""));
         assert!(html.contains("2.0 KiB"));
-        assert!(html.contains("href=\"/ipfs/bafkqaaa/sub/../\""));
+        assert!(html.contains("<a href=\"/ipfs/bafkqaaa/sub/..\">..</a>"));
+        assert!(html.contains("/ipfs/<a href=\"/ipfs/bafkqaaa\">bafkqaaa</a>/<a href=\"/ipfs/bafkqaaa/sub\">sub</a>"));
+        let root = render(&ContentPath::parse("/ipfs/bafkqaaa/").expect("test value"), "bafkqaaa", &entries);
+        assert!(!root.contains(">..</a>"));
         assert!(!html.contains("<b>&x"));
     }
 }

@@ -41,6 +41,21 @@ pub fn by_extension(name: &str) -> Option<&'static str> {
     })
 }
 
+/// Guesses a file's type from its first bytes; `complete` says they are the whole file, which lets a small
+/// JSON document be recognised as `application/json` (text that merely starts with `{` is not enough).
+pub fn sniff_file(data: &[u8], complete: bool) -> &'static str {
+    let kind = sniff(data);
+    let trimmed = trim_ws(data);
+    if complete
+        && kind.starts_with("text/plain")
+        && matches!(trimmed.first(), Some(b'{' | b'['))
+        && serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok()
+    {
+        return "application/json";
+    }
+    kind
+}
+
 /// Guesses a type from a file's first bytes.
 pub fn sniff(data: &[u8]) -> &'static str {
     let data = &data[..data.len().min(SNIFF_LEN)];
@@ -141,6 +156,9 @@ mod tests {
         assert_eq!(sniff(b"\x89PNG\r\n\x1a\nrest"), "image/png");
         assert_eq!(sniff(b"hello world\n"), "text/plain; charset=utf-8");
         assert_eq!(sniff(&[0, 1, 2, 3]), "application/octet-stream");
+        assert_eq!(sniff_file(b"{ \"a\": 1 }\n", true), "application/json");
+        assert_eq!(sniff_file(b"{ \"a\": 1 }\n", false), "text/plain; charset=utf-8");
+        assert_eq!(sniff_file(b"{ not json", true), "text/plain; charset=utf-8");
         assert_eq!(sniff(b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>"), "image/svg+xml");
     }
 }

@@ -32,6 +32,10 @@ use crate::source::{ContentSource, Fetch, SourceError};
 const IMMUTABLE: &str = "public, max-age=29030400, immutable";
 /// Headers browsers may read from cross-origin responses.
 const EXPOSE: &str = "Content-Length, Content-Range, X-Chunked-Output, X-Stream-Output, X-Ipfs-Path, X-Ipfs-Roots";
+/// Request headers cross-origin pages may send.
+const ALLOW_HEADERS: &str = "Content-Type, Range, User-Agent, X-Requested-With";
+/// `Cache-Control` of generated pages (listings), whose markup may change between versions.
+const GENERATED: &str = "public, max-age=604800, stale-while-revalidate=2678400";
 
 const DAG_JSON: u64 = 0x0129;
 const DAG_CBOR: u64 = 0x71;
@@ -64,10 +68,12 @@ impl HttpError {
     }
 }
 
-impl From<PathError> for HttpError {
-    fn from(e: PathError) -> Self {
-        let status = if e == PathError::NotContent { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST };
-        Self::new(status, e.to_string())
+impl HttpError {
+    fn bad_path(raw_path: &str, e: PathError) -> Self {
+        if e == PathError::NotContent {
+            return Self::new(StatusCode::NOT_FOUND, e.to_string());
+        }
+        Self::new(StatusCode::BAD_REQUEST, format!("invalid path {raw_path:?}: {e}"))
     }
 }
 
@@ -79,8 +85,9 @@ impl HttpError {
                 StatusCode::PRECONDITION_FAILED,
                 format!("block {cid} is not in the local store (Cache-Control: only-if-cached)"),
             ),
+            // Only a source without a network says NotFound for a fetchable read: nothing can produce it.
             C::Source(SourceError::NotFound(cid)) => {
-                Self::new(StatusCode::GATEWAY_TIMEOUT, format!("block {cid} could not be retrieved"))
+                Self::new(StatusCode::NOT_FOUND, format!("block {cid} is not in this node's store"))
             }
             C::Source(SourceError::Timeout(cid)) => {
                 Self::new(StatusCode::GATEWAY_TIMEOUT, format!("block {cid} was not retrieved in time"))
@@ -123,6 +130,7 @@ async fn handle<S: ContentSource>(State(gw): State<Arc<Gateway<S>>>, req: Reques
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, OPTIONS"));
     headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE));
+    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(ALLOW_HEADERS));
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     gw.metrics.record_response(head, status, elapsed);
@@ -172,7 +180,7 @@ impl<S: ContentSource> Gateway<S> {
         if raw_path.len() > MAX_PATH_LEN {
             return Err(HttpError::new(StatusCode::URI_TOO_LONG, "path is too long"));
         }
-        let path = ContentPath::parse(&raw_path)?;
+        let path = ContentPath::parse(&raw_path).map_err(|e| HttpError::bad_path(&raw_path, e))?;
         let raw_query = req.uri().query().map(str::to_string);
         let query = Query::parse(raw_query.as_deref());
         let headers = req.headers().clone();
@@ -208,8 +216,7 @@ impl<S: ContentSource> Gateway<S> {
         if let Some(r) = not_modified(&ctx.headers, &etag) {
             return r;
         }
-        let len = resolved.block.len();
-        let mut r = self.body_response(ctx, StatusCode::OK, Body::from(resolved.block), len);
+        let mut r = self.bytes_response(ctx, resolved.block, true);
         let h = r.headers_mut();
         set(h, header::CONTENT_TYPE, "application/vnd.ipld.raw");
         set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
@@ -276,8 +283,7 @@ impl<S: ContentSource> Gateway<S> {
                 if let Some(r) = not_modified(&ctx.headers, &etag) {
                     return Ok(r);
                 }
-                let len = target.len();
-                let mut r = self.body_response(&ctx, StatusCode::OK, Body::from(target), len);
+                let mut r = self.bytes_response(&ctx, Bytes::from(target), false);
                 let h = r.headers_mut();
                 set(h, header::CONTENT_TYPE, "inode/symlink");
                 common(h, &ctx, &resolved.roots, &etag, IMMUTABLE);
@@ -305,10 +311,9 @@ impl<S: ContentSource> Gateway<S> {
             Ok(found) => {
                 let file = decode(&found.cid, &found.block)?;
                 if matches!(file, UnixfsNode::File { .. }) {
-                    let mut roots = resolved.roots.clone();
-                    roots.push(found.cid);
-                    let index_resolved = Resolved { roots, ..found };
-                    return self.file(ctx, index_resolved, file, Some("text/html; charset=utf-8")).await;
+                    // Headers name the directory (its path, roots and ETag), the body is index.html.
+                    let index_resolved = Resolved { roots: resolved.roots.clone(), ..found };
+                    return self.file(ctx, index_resolved, file, Some(resolved.cid)).await;
                 }
             }
             Err(ContentError::NoLink { .. }) => {}
@@ -321,12 +326,10 @@ impl<S: ContentSource> Gateway<S> {
         let entries = dir_entries(&ctx.blocks, resolved.cid, node).await?;
         let dir_cid = resolved.roots.last().map(|c| display_cid(&ctx, c)).unwrap_or_default();
         let html = listing::render(&ctx.path, &dir_cid, &entries);
-        let len = html.len();
-        let mut r = self.body_response(&ctx, StatusCode::OK, Body::from(html), len);
+        let mut r = self.bytes_response(&ctx, Bytes::from(html), false);
         let h = r.headers_mut();
         set(h, header::CONTENT_TYPE, "text/html; charset=utf-8");
-        // The listing's markup may change between versions, so it is not marked immutable.
-        common(h, &ctx, &resolved.roots, &etag, "public, max-age=604800");
+        common(h, &ctx, &resolved.roots, &etag, GENERATED);
         Ok(r)
     }
 
@@ -335,10 +338,11 @@ impl<S: ContentSource> Gateway<S> {
         ctx: Ctx<S>,
         resolved: Resolved,
         node: UnixfsNode,
-        forced_type: Option<&'static str>,
+        index_of: Option<Cid>,
     ) -> Result<Response, ServeError> {
         let size = file_size(&resolved.cid, &node)?;
-        let etag = format!("\"{}\"", resolved.cid);
+        let etag = format!("\"{}\"", index_of.unwrap_or(resolved.cid));
+        let forced_type = index_of.map(|_| "text/html; charset=utf-8");
         if let Some(r) = not_modified(&ctx.headers, &etag) {
             return Ok(r);
         }
@@ -349,11 +353,14 @@ impl<S: ContentSource> Gateway<S> {
         let name = ctx.query.filename.as_deref().or(ctx.path.last_name());
         let content_type = match forced_type.or_else(|| name.and_then(mime::by_extension)) {
             Some(t) => t,
-            None if single_block => mime::sniff(&resolved.block[own.clone()]),
+            None if single_block => {
+                let data = &resolved.block[own.clone()];
+                mime::sniff_file(data, data.len() <= mime::SNIFF_LEN)
+            }
             None => {
                 let end = size.min(mime::SNIFF_LEN as u64);
                 let prefix = read_range(&ctx.blocks, resolved.cid, resolved.block.clone(), 0, end).await?;
-                mime::sniff(&prefix)
+                mime::sniff_file(&prefix, end == size)
             }
         };
         let range = ctx.headers.get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(parse_range);
@@ -361,14 +368,7 @@ impl<S: ContentSource> Gateway<S> {
             None => (StatusCode::OK, 0, size),
             Some(range) => match range.resolve(size) {
                 Some((from, to)) => (StatusCode::PARTIAL_CONTENT, from, to),
-                None => {
-                    let mut r = error_response(HttpError::new(
-                        StatusCode::RANGE_NOT_SATISFIABLE,
-                        format!("range is outside the file's {size} bytes"),
-                    ));
-                    set(r.headers_mut(), header::CONTENT_RANGE, &format!("bytes */{size}"));
-                    return Ok(r);
-                }
+                None => return Ok(range_not_satisfiable(size)),
             },
         };
         let len = to - from;
@@ -422,25 +422,44 @@ impl<S: ContentSource> Gateway<S> {
         if let Some(r) = not_modified(&ctx.headers, &etag) {
             return Ok(r);
         }
-        let len = resolved.block.len();
-        let mut r = self.body_response(ctx, StatusCode::OK, Body::from(resolved.block), len);
+        let name = format!("{}.{}", resolved.cid, if matches!(codec, DAG_JSON | JSON) { "json" } else { "cbor" });
+        // JSON is readable in a browser; CBOR is binary and downloads.
+        let kind = if matches!(codec, DAG_JSON | JSON) && !ctx.query.download { "inline" } else { "attachment" };
+        let mut r = self.bytes_response(ctx, resolved.block, true);
         let h = r.headers_mut();
         set(h, header::CONTENT_TYPE, content_type);
         set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+        set(h, header::CONTENT_DISPOSITION, &content_disposition(kind, ctx.query.filename.as_deref().unwrap_or(&name)));
         common(h, ctx, &resolved.roots, &etag, IMMUTABLE);
         Ok(r)
     }
 
-    /// A response with a body already in memory (dropped for HEAD, but its length kept).
-    fn body_response(&self, ctx: &Ctx<S>, status: StatusCode, body: Body, len: usize) -> Response {
+    /// A response with a body already in memory (dropped for HEAD, but its length kept); with `ranged`, a
+    /// single `Range` gets 206 or 416.
+    fn bytes_response(&self, ctx: &Ctx<S>, data: Bytes, ranged: bool) -> Response {
+        let size = data.len() as u64;
+        let range = ranged.then(|| ctx.headers.get(header::RANGE).and_then(|v| v.to_str().ok()).and_then(parse_range));
+        let (status, from, to) = match range.flatten().map(|r| r.resolve(size)) {
+            None => (StatusCode::OK, 0, size),
+            Some(Some((from, to))) => (StatusCode::PARTIAL_CONTENT, from, to),
+            Some(None) => return range_not_satisfiable(size),
+        };
+        let len = to - from;
         let mut r = if ctx.head {
             Response::new(Body::empty())
         } else {
-            self.metrics.record_bytes(len);
-            Response::new(body)
+            self.metrics.record_bytes(len as usize);
+            Response::new(Body::from(data.slice(from as usize..to as usize)))
         };
         *r.status_mut() = status;
-        set(r.headers_mut(), header::CONTENT_LENGTH, &len.to_string());
+        let h = r.headers_mut();
+        set(h, header::CONTENT_LENGTH, &len.to_string());
+        if ranged {
+            set(h, header::ACCEPT_RANGES, "bytes");
+        }
+        if status == StatusCode::PARTIAL_CONTENT {
+            set(h, header::CONTENT_RANGE, &format!("bytes {from}-{}/{size}", to - 1));
+        }
         self.metrics.record_origin(!ctx.blocks.used_network());
         r
     }
@@ -501,6 +520,16 @@ struct CtxView<'a> {
 
 fn display_cid<S>(ctx: &Ctx<S>, cid: &Cid) -> String {
     if *cid == ctx.path.root { ctx.path.root_text.clone() } else { cid.to_string() }
+}
+
+/// 416 with the `Content-Range: bytes */size` RFC 9110 asks for.
+fn range_not_satisfiable(size: u64) -> Response {
+    let mut r = error_response(HttpError::new(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        format!("range is outside the content's {size} bytes"),
+    ));
+    set(r.headers_mut(), header::CONTENT_RANGE, &format!("bytes */{size}"));
+    r
 }
 
 fn set(h: &mut HeaderMap, name: header::HeaderName, value: &str) {
