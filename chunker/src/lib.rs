@@ -14,6 +14,7 @@ pub mod file;
 pub mod hash;
 pub mod import;
 pub mod links;
+pub mod tar;
 pub mod unixfs;
 pub mod varint;
 pub mod walk;

@@ -178,13 +178,9 @@ async fn serve(
         .map_err(|source| DaemonError::Write { path: files.gateway.display().to_string(), source })?;
     println!("Gateway server listening on {}", socket_to_multiaddr(gateway_bound));
     let metrics = Arc::new(btfs_gateway::Metrics::new());
-    let gateway = tokio::spawn(crate::gateway::serve(
-        node.clone(),
-        gateway_listener,
-        btfs_gateway::GatewayConfig::default(),
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let limits = config.gateway.limits().map_err(|reason| DaemonError::Config { key: "Gateway", reason })?;
+    let gateway =
+        tokio::spawn(crate::gateway::serve(node.clone(), gateway_listener, limits, metrics.clone(), shutdown.clone()));
     println!("Daemon is ready");
 
     let signals = shutdown.clone();

@@ -94,6 +94,13 @@ pub fn run_standalone(path: &Path, listen: Option<&str>) -> Result<(), DaemonErr
     };
     let addr = multiaddr_to_socket(&text)
         .ok_or_else(|| DaemonError::Config { key, reason: format!("{text:?} is not /ip4/<ip>/tcp/<port>") })?;
+    let limits = node
+        .repo()
+        .config()
+        .typed()
+        .gateway
+        .limits()
+        .map_err(|reason| DaemonError::Config { key: "Gateway", reason })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -116,7 +123,7 @@ pub fn run_standalone(path: &Path, listen: Option<&str>) -> Result<(), DaemonErr
             signals.cancel();
         });
         let metrics = Arc::new(Metrics::new());
-        serve(node.clone(), listener, GatewayConfig::default(), metrics, shutdown)
+        serve(node.clone(), listener, limits, metrics, shutdown)
             .await
             .map_err(|source| DaemonError::Bind { addr: url, source })
     });

@@ -1,9 +1,8 @@
 //! A small tar codec: the ustar writer behind the RPC API's `get` (kubo sends a tar there) and the extractor
 //! the CLI uses to unpack it in remote mode.
 //!
-//! The writer emits ustar headers, with a PAX extended header in front of an entry whose path or link target
-//! does not fit ustar's fields or whose size passes ustar's 8 GiB; file bodies stream through, so memory
-//! does not grow with the file. Modes are kubo's defaults (0644 files, 0755 directories, 0777 symlinks).
+//! The writer emits the headers of `btfs_chunker::tar` (ustar, with PAX where a field does not fit); file
+//! bodies stream through, so memory does not grow with the file.
 //!
 //! The extractor treats the archive as hostile: every path must lie under the first entry (the root, which
 //! becomes `dest`), `..` and absolute paths are refused, an entry's parent must be a directory this
@@ -16,17 +15,10 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-/// The tar block size (POSIX).
-const BLOCK: usize = 512;
-/// The largest size a ustar size field holds: 11 octal digits.
-const USTAR_MAX_SIZE: u64 = 0o777_7777_7777;
+use btfs_chunker::tar::{BLOCK, EntryKind, TYPE_DIR, TYPE_FILE, TYPE_PAX, TYPE_SYMLINK, entry_header, padding};
+
 /// PAX and GNU long-name headers larger than this are refused: no path or link target needs more.
 const MAX_META: u64 = 64 * 1024;
-
-const TYPE_FILE: u8 = b'0';
-const TYPE_SYMLINK: u8 = b'2';
-const TYPE_DIR: u8 = b'5';
-const TYPE_PAX: u8 = b'x';
 
 /// Writes a tar stream entry by entry.
 #[derive(Debug)]
@@ -42,16 +34,16 @@ impl<W: Write> Writer<W> {
     }
 
     pub fn directory(&mut self, path: &str) -> io::Result<()> {
-        self.header(path, TYPE_DIR, 0o755, 0, "")
+        self.header(path, EntryKind::Directory, 0, "")
     }
 
     pub fn symlink(&mut self, path: &str, target: &str) -> io::Result<()> {
-        self.header(path, TYPE_SYMLINK, 0o777, 0, target)
+        self.header(path, EntryKind::Symlink, 0, target)
     }
 
     /// Starts a file of exactly `size` bytes; write them to the returned body, then call `finish` on it.
     pub fn file(&mut self, path: &str, size: u64) -> io::Result<FileBody<'_, W>> {
-        self.header(path, TYPE_FILE, 0o644, size, "")?;
+        self.header(path, EntryKind::File, size, "")?;
         Ok(FileBody { out: &mut self.out, size, remaining: size })
     }
 
@@ -62,29 +54,8 @@ impl<W: Write> Writer<W> {
         Ok(self.out)
     }
 
-    fn header(&mut self, path: &str, kind: u8, mode: u32, size: u64, link: &str) -> io::Result<()> {
-        let mut pax = Vec::new();
-        let split = split_ustar_path(path);
-        if split.is_none() {
-            pax_record(&mut pax, "path", path);
-        }
-        if link.len() > 100 {
-            pax_record(&mut pax, "linkpath", link);
-        }
-        if size > USTAR_MAX_SIZE {
-            pax_record(&mut pax, "size", &size.to_string());
-        }
-        if !pax.is_empty() {
-            let name = format!("PaxHeaders/{}", truncate(path.rsplit('/').next().unwrap_or(""), 80));
-            let block = ustar_header(("", &name), TYPE_PAX, 0o644, pax.len() as u64, self.mtime, "");
-            self.out.write_all(&block)?;
-            self.out.write_all(&pax)?;
-            self.out.write_all(&[0; BLOCK][..padding(pax.len() as u64)])?;
-        }
-        let (prefix, name) = split.unwrap_or(("", truncate(path, 100)));
-        let size_field = if size > USTAR_MAX_SIZE { 0 } else { size };
-        let block = ustar_header((prefix, name), kind, mode, size_field, self.mtime, truncate(link, 100));
-        self.out.write_all(&block)
+    fn header(&mut self, path: &str, kind: EntryKind, size: u64, link: &str) -> io::Result<()> {
+        self.out.write_all(&entry_header(path, kind, size, link, self.mtime))
     }
 }
 
@@ -125,66 +96,6 @@ impl<W: Write> Write for FileBody<'_, W> {
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
-}
-
-/// Zero bytes that follow `size` bytes of data to fill the last block.
-fn padding(size: u64) -> usize {
-    // The remainder is below 512, so it fits any usize.
-    let rem = usize::try_from(size % BLOCK as u64).unwrap_or(0);
-    (BLOCK - rem) % BLOCK
-}
-
-/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
-fn truncate(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-/// Splits a path into ustar's (prefix ≤ 155 bytes, name ≤ 100 bytes) at a `/`, if it can be.
-fn split_ustar_path(path: &str) -> Option<(&str, &str)> {
-    if path.len() <= 100 {
-        return Some(("", path));
-    }
-    path.match_indices('/')
-        .map(|(i, _)| (&path[..i], &path[i + 1..]))
-        .find(|(prefix, name)| prefix.len() <= 155 && !name.is_empty() && name.len() <= 100)
-}
-
-/// Appends one PAX record, `"<len> <key>=<value>\n"`, where `len` counts the whole record, itself included.
-fn pax_record(out: &mut Vec<u8>, key: &str, value: &str) {
-    let rest = key.len() + value.len() + 3; // the space, the '=' and the newline
-    let mut len = rest + 1;
-    while rest + len.to_string().len() != len {
-        len = rest + len.to_string().len();
-    }
-    out.extend_from_slice(format!("{len} {key}={value}\n").as_bytes());
-}
-
-fn ustar_header((prefix, name): (&str, &str), kind: u8, mode: u32, size: u64, mtime: u64, link: &str) -> [u8; BLOCK] {
-    let mut h = [0u8; BLOCK];
-    put(&mut h[0..100], name.as_bytes());
-    put(&mut h[100..108], format!("{mode:07o}").as_bytes());
-    put(&mut h[108..116], b"0000000");
-    put(&mut h[116..124], b"0000000");
-    put(&mut h[124..136], format!("{size:011o}").as_bytes());
-    put(&mut h[136..148], format!("{:011o}", mtime.min(USTAR_MAX_SIZE)).as_bytes());
-    h[148..156].fill(b' ');
-    h[156] = kind;
-    put(&mut h[157..257], link.as_bytes());
-    put(&mut h[257..263], b"ustar\0");
-    put(&mut h[263..265], b"00");
-    put(&mut h[345..500], prefix.as_bytes());
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    put(&mut h[148..156], format!("{sum:06o}\0 ").as_bytes());
-    h
-}
-
-fn put(field: &mut [u8], value: &[u8]) {
-    let n = value.len().min(field.len());
-    field[..n].copy_from_slice(&value[..n]);
 }
 
 /// Errors extracting a tar stream.
@@ -589,7 +500,7 @@ mod tests {
     fn pax_records_count_their_own_length() {
         for len in [1, 5, 90, 93, 94, 95, 995, 996, 997] {
             let mut out = Vec::new();
-            pax_record(&mut out, "path", &"a".repeat(len));
+            btfs_chunker::tar::pax_record(&mut out, "path", &"a".repeat(len));
             let parsed = parse_pax(&out).expect("parses");
             assert_eq!(parsed, vec![("path".to_string(), "a".repeat(len))]);
         }

@@ -27,6 +27,40 @@ pub struct Config {
     pub routing: Routing,
     #[serde(default)]
     pub reprovider: Reprovider,
+    #[serde(default)]
+    pub gateway: GatewaySettings,
+}
+
+/// The HTTP gateway's limits (kubo's `Gateway.*` keys).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GatewaySettings {
+    /// How long one block may take to arrive from the network before the request gets 504 (`30s`).
+    pub retrieval_timeout: String,
+    /// Requests served at once; more get 429.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self { retrieval_timeout: "30s".into(), max_concurrent_requests: 4096 }
+    }
+}
+
+impl GatewaySettings {
+    /// The gateway crate's limits from these settings (validated when the config is loaded or set).
+    pub fn limits(&self) -> Result<btfs_gateway::GatewayConfig, String> {
+        let block_timeout = parse_duration(&self.retrieval_timeout)?;
+        if self.max_concurrent_requests == 0 {
+            return Err("MaxConcurrentRequests must be at least 1".into());
+        }
+        Ok(btfs_gateway::GatewayConfig {
+            concurrency: self.max_concurrent_requests,
+            block_timeout,
+            // Resolving a path and sniffing a type take a few blocks; give them twice one block's limit.
+            head_timeout: block_timeout * 2,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -211,6 +245,7 @@ impl ConfigFile {
                 ..Routing::default()
             },
             reprovider: Reprovider::default(),
+            gateway: GatewaySettings::default(),
         };
         let tree = serde_json::to_value(&typed).unwrap_or(Value::Null);
         Self { tree, typed }
@@ -224,6 +259,7 @@ impl ConfigFile {
         let tree: Value = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
         let typed: Config = serde_json::from_value(tree.clone()).map_err(|e| invalid(e.to_string()))?;
         typed.reprovider.interval().map_err(|e| invalid(format!("Reprovider.Interval: {e}")))?;
+        typed.gateway.limits().map_err(|e| invalid(format!("Gateway: {e}")))?;
         Ok(Self { tree, typed })
     }
 
@@ -275,6 +311,7 @@ impl ConfigFile {
         let typed: Config = serde_json::from_value(tree.clone())
             .map_err(|e| ConfigError::BadValue { key: key.into(), reason: e.to_string() })?;
         typed.reprovider.interval().map_err(|reason| ConfigError::BadValue { key: key.into(), reason })?;
+        typed.gateway.limits().map_err(|reason| ConfigError::BadValue { key: key.into(), reason })?;
         self.tree = tree;
         self.typed = typed;
         Ok(())
