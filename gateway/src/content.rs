@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use btfs_chunker::Cid;
+use btfs_chunker::links::{DAG_CBOR, DAG_JSON, PathStep, resolve_in_block};
 use btfs_chunker::walk::{self, HamtStep, MAX_DEPTH, MAX_HAMT_DEPTH, NodeError, UnixfsNode};
 use bytes::Bytes;
 use futures::{StreamExt, stream};
@@ -39,6 +40,8 @@ pub(crate) enum ContentError {
     Sizes { cid: Cid },
     #[error("the request took longer than the gateway's limit")]
     Deadline,
+    #[error("the path ends inside block {cid}, on a value that is not a link")]
+    InsideBlock { cid: Cid },
 }
 
 impl ContentError {
@@ -102,7 +105,8 @@ pub(crate) struct Resolved {
     pub path_blocks: Vec<(Cid, Bytes)>,
 }
 
-/// Follows `segments` from `root` through UnixFS directories.
+/// Follows `segments` from `root` through UnixFS directories (plain and HAMT) and through the maps, lists
+/// and links of dag-cbor and dag-json blocks.
 pub(crate) async fn resolve<S: ContentSource>(
     blocks: &Blocks<S>,
     root: Cid,
@@ -112,43 +116,75 @@ pub(crate) async fn resolve<S: ContentSource>(
     let mut block = blocks.get(&cid).await?;
     let mut roots = vec![cid];
     let mut path_blocks = vec![(cid, block.clone())];
-    for name in segments {
-        let next = match decode(&cid, &block)? {
-            UnixfsNode::Directory { entries } => entries
-                .into_iter()
-                .find(|e| &e.name == name)
-                .map(|e| e.cid)
-                .ok_or_else(|| ContentError::NoLink { cid, name: name.clone() })?,
-            UnixfsNode::HamtShard { links } => {
-                let mut links = links;
-                let mut found = None;
-                for depth in 0..MAX_HAMT_DEPTH {
-                    match walk::hamt_step(&links, name, depth) {
-                        HamtStep::Found(target) => {
-                            found = Some(target);
-                            break;
-                        }
-                        HamtStep::Absent => return Err(ContentError::NoLink { cid, name: name.clone() }),
-                        HamtStep::Descend(shard) => {
-                            let data = blocks.get(&shard).await?;
-                            path_blocks.push((shard, data.clone()));
-                            match decode(&shard, &data)? {
-                                UnixfsNode::HamtShard { links: inner } => links = inner,
-                                _ => return Err(ContentError::malformed(&shard, "HAMT link to a non-shard")),
-                            }
-                        }
-                    }
+    let mut index = 0;
+    // Every hop reads a block; a chain of blocks that are nothing but links still ends here.
+    for _ in 0..segments.len() + MAX_LINK_HOPS {
+        if index == segments.len() {
+            return Ok(Resolved { cid, block, roots, path_blocks });
+        }
+        let next = match cid.codec() {
+            DAG_CBOR | DAG_JSON => match resolve_in_block(&cid, &block, &segments[index..])
+                .map_err(|e| ContentError::malformed(&cid, e))?
+            {
+                PathStep::Link { cid: target, consumed } => {
+                    index += consumed;
+                    target
                 }
-                found.ok_or(ContentError::TooDeep { cid })?
+                PathStep::Value => return Err(ContentError::InsideBlock { cid }),
+                PathStep::Missing { index: at } => {
+                    return Err(ContentError::NoLink { cid, name: segments[index + at].clone() });
+                }
+            },
+            _ => {
+                let name = &segments[index];
+                index += 1;
+                unixfs_child(blocks, cid, &block, name, &mut path_blocks).await?
             }
-            _ => return Err(ContentError::NotDirectory { cid, name: name.clone() }),
         };
         cid = next;
         block = blocks.get(&cid).await?;
         roots.push(cid);
         path_blocks.push((cid, block.clone()));
     }
-    Ok(Resolved { cid, block, roots, path_blocks })
+    Err(ContentError::TooDeep { cid })
+}
+
+/// Links followed inside IPLD blocks without consuming a path segment (a block that is only a link).
+const MAX_LINK_HOPS: usize = 64;
+
+/// The entry `name` of the UnixFS directory `cid`, recording the HAMT shards read on the way.
+async fn unixfs_child<S: ContentSource>(
+    blocks: &Blocks<S>,
+    cid: Cid,
+    block: &Bytes,
+    name: &str,
+    path_blocks: &mut Vec<(Cid, Bytes)>,
+) -> Result<Cid, ContentError> {
+    match decode(&cid, block)? {
+        UnixfsNode::Directory { entries } => entries
+            .into_iter()
+            .find(|e| e.name == name)
+            .map(|e| e.cid)
+            .ok_or_else(|| ContentError::NoLink { cid, name: name.to_string() }),
+        UnixfsNode::HamtShard { mut links } => {
+            for depth in 0..MAX_HAMT_DEPTH {
+                match walk::hamt_step(&links, name, depth) {
+                    HamtStep::Found(target) => return Ok(target),
+                    HamtStep::Absent => return Err(ContentError::NoLink { cid, name: name.to_string() }),
+                    HamtStep::Descend(shard) => {
+                        let data = blocks.get(&shard).await?;
+                        path_blocks.push((shard, data.clone()));
+                        match decode(&shard, &data)? {
+                            UnixfsNode::HamtShard { links: inner } => links = inner,
+                            _ => return Err(ContentError::malformed(&shard, "HAMT link to a non-shard")),
+                        }
+                    }
+                }
+            }
+            Err(ContentError::TooDeep { cid })
+        }
+        _ => Err(ContentError::NotDirectory { cid, name: name.to_string() }),
+    }
 }
 
 /// The size of a file node, after checking that its own bytes and its children's sizes add up to it.

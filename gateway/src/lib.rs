@@ -13,6 +13,7 @@ pub mod mime;
 pub mod request;
 mod serve;
 pub mod source;
+mod tar;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -99,6 +99,37 @@ pub(crate) fn render(path: &ContentPath, dir_cid: &str, entries: &[Entry]) -> St
     html
 }
 
+/// The HTML page a browser gets for a dag-json or dag-cbor block: what it is, where it links, and links to
+/// its other forms. dag-json blocks are shown as they are; dag-cbor is binary and is only summarised.
+pub(crate) fn render_dag(path: &str, cid: &str, codec: &str, data: &[u8], links: &[btfs_chunker::Cid]) -> String {
+    let mut html = String::with_capacity(1024 + data.len());
+    let _ = write!(
+        html,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{cid}</title>\n<style>\n\
+         body{{font-family:system-ui,sans-serif;margin:2rem auto;max-width:64rem;padding:0 1rem;color:#1d2b36}}\n\
+         pre,code{{font-family:ui-monospace,monospace;font-size:.85rem}}\npre{{background:#f4f6f8;padding:1rem;\
+         overflow:auto}}\n</style>\n</head>\n<body>\n<h1>{codec} block</h1>\n<p><code>{cid}</code> &middot; {n} bytes \
+         &middot; <a href=\"{path}?format=raw\">raw</a> &middot; <a href=\"{path}?format={codec}\">{codec}</a> &middot; \
+         <a href=\"{path}?format=car\">car</a></p>\n",
+        cid = escape(cid),
+        codec = escape(codec),
+        n = data.len(),
+        path = escape(path),
+    );
+    if codec == "dag-json" {
+        let _ = writeln!(html, "<pre>{}</pre>", escape(&String::from_utf8_lossy(data)));
+    }
+    if !links.is_empty() {
+        html.push_str("<h2>Links</h2>\n<ul>\n");
+        for link in links {
+            let _ = writeln!(html, "<li><a href=\"/ipfs/{link}/\">{link}</a></li>");
+        }
+        html.push_str("</ul>\n");
+    }
+    html.push_str("</body>\n</html>\n");
+    html
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

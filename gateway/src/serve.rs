@@ -11,6 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use btfs_chunker::Cid;
+use btfs_chunker::links::{CBOR, DAG_CBOR, DAG_JSON, JSON};
 use btfs_chunker::walk::UnixfsNode;
 use btfs_chunker::{block::RAW, dagpb};
 use bytes::Bytes;
@@ -27,6 +28,7 @@ use crate::request::{
     CarOrder, CarParams, ContentPath, Format, MAX_PATH_LEN, PathError, Query, negotiate, parse_range,
 };
 use crate::source::{ContentSource, Fetch, SourceError};
+use crate::tar;
 
 /// `Cache-Control` of everything addressed by an immutable CID.
 const IMMUTABLE: &str = "public, max-age=29030400, immutable";
@@ -36,11 +38,6 @@ const EXPOSE: &str = "Content-Length, Content-Range, X-Chunked-Output, X-Stream-
 const ALLOW_HEADERS: &str = "Content-Type, Range, User-Agent, X-Requested-With";
 /// `Cache-Control` of generated pages (listings), whose markup may change between versions.
 const GENERATED: &str = "public, max-age=604800, stale-while-revalidate=2678400";
-
-const DAG_JSON: u64 = 0x0129;
-const DAG_CBOR: u64 = 0x71;
-const JSON: u64 = 0x0200;
-const CBOR: u64 = 0x51;
 
 struct Gateway<S> {
     source: Arc<S>,
@@ -101,6 +98,7 @@ impl HttpError {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error reading a block")
             }
             C::NoLink { .. } | C::NotDirectory { .. } => Self::new(StatusCode::NOT_FOUND, e.to_string()),
+            C::InsideBlock { .. } => Self::new(StatusCode::NOT_IMPLEMENTED, e.to_string()),
             C::Malformed { .. } | C::TooDeep { .. } | C::Sizes { .. } => {
                 Self::new(StatusCode::BAD_GATEWAY, e.to_string())
             }
@@ -203,8 +201,9 @@ impl<S: ContentSource> Gateway<S> {
             Format::Default => self.deserialized(ctx, resolved).await,
             Format::DagJson | Format::Json => self.codec_as_is(&ctx, resolved, &[DAG_JSON, JSON]),
             Format::DagCbor | Format::Cbor => self.codec_as_is(&ctx, resolved, &[DAG_CBOR, CBOR]),
-            Format::Tar | Format::IpnsRecord => {
-                Err(HttpError::new(StatusCode::NOT_IMPLEMENTED, "this response format is not supported yet").into())
+            Format::Tar => self.tar(ctx, resolved).await,
+            Format::IpnsRecord => {
+                Err(HttpError::new(StatusCode::NOT_IMPLEMENTED, "this gateway serves no IPNS records").into())
             }
         };
         result.map_err(|e| e.into_http(fetch))
@@ -258,10 +257,43 @@ impl<S: ContentSource> Gateway<S> {
         r
     }
 
+    /// `?format=tar`: a UnixFS file or tree as a tar stream, planned (and its names checked) before the
+    /// response starts.
+    async fn tar(&self, ctx: Ctx<S>, resolved: Resolved) -> Result<Response, ServeError> {
+        if !matches!(resolved.cid.codec(), RAW | dagpb::CODEC) {
+            return Err(HttpError::new(
+                StatusCode::NOT_ACCEPTABLE,
+                format!("{} is not UnixFS, so it has no tar form", resolved.cid),
+            )
+            .into());
+        }
+        let etag = format!("W/\"{}.x-tar\"", resolved.cid);
+        if let Some(r) = not_modified(&ctx.headers, &etag) {
+            return Ok(r);
+        }
+        let root_name = display_cid(&ctx, &resolved.cid);
+        let plan =
+            tar::plan(&ctx.blocks, &root_name, resolved.cid, resolved.block.clone()).await.map_err(|e| match e {
+                tar::TarError::Content(e) => ServeError::Content(e),
+                e => HttpError::new(StatusCode::BAD_REQUEST, e.to_string()).into(),
+            })?;
+        let body =
+            if ctx.head { Body::empty() } else { self.stream_body(tar::stream(ctx.blocks.clone(), plan), ctx.permit) };
+        let mut r = Response::new(body);
+        let h = r.headers_mut();
+        set(h, header::CONTENT_TYPE, "application/x-tar");
+        set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+        set(h, header::CONTENT_DISPOSITION, &attachment(&ctx.query, &format!("{}.tar", resolved.cid)));
+        let view = CtxView { path: &ctx.path, raw_path: &ctx.raw_path };
+        common_view(h, &view, &resolved.roots, &etag, IMMUTABLE);
+        Ok(r)
+    }
+
     /// The default, deserialized response: UnixFS files and directories; other codecs as they are.
     async fn deserialized(&self, ctx: Ctx<S>, resolved: Resolved) -> Result<Response, ServeError> {
         match resolved.cid.codec() {
             RAW | dagpb::CODEC => {}
+            DAG_JSON | DAG_CBOR if wants_html(&ctx.headers) => return Ok(self.dag_index(&ctx, resolved)),
             DAG_JSON | JSON | DAG_CBOR | CBOR => {
                 let codec = resolved.cid.codec();
                 return self.codec_as_is(&ctx, resolved, &[codec]);
@@ -402,6 +434,23 @@ impl<S: ContentSource> Gateway<S> {
         Ok(r)
     }
 
+    /// The HTML page a browser gets for a dag-json or dag-cbor block.
+    fn dag_index(&self, ctx: &Ctx<S>, resolved: Resolved) -> Response {
+        let etag = format!("\"DagIndex-{}_CID-{}\"", listing::TEMPLATE_VERSION, resolved.cid);
+        if let Some(r) = not_modified(&ctx.headers, &etag) {
+            return r;
+        }
+        let codec = if resolved.cid.codec() == DAG_JSON { "dag-json" } else { "dag-cbor" };
+        let links = btfs_chunker::links::links(&resolved.cid, &resolved.block).unwrap_or_default();
+        let cid = display_cid(ctx, &resolved.cid);
+        let html = listing::render_dag(&ctx.path.encoded(), &cid, codec, &resolved.block, &links);
+        let mut r = self.bytes_response(ctx, Bytes::from(html), false);
+        let h = r.headers_mut();
+        set(h, header::CONTENT_TYPE, "text/html; charset=utf-8");
+        common(h, ctx, &resolved.roots, &etag, GENERATED);
+        r
+    }
+
     /// dag-json, dag-cbor, json and cbor blocks, served as they are stored when the codec is one of `codecs`.
     fn codec_as_is(&self, ctx: &Ctx<S>, resolved: Resolved, codecs: &[u64]) -> Result<Response, ServeError> {
         let codec = resolved.cid.codec();
@@ -520,6 +569,14 @@ struct CtxView<'a> {
 
 fn display_cid<S>(ctx: &Ctx<S>, cid: &Cid) -> String {
     if *cid == ctx.path.root { ctx.path.root_text.clone() } else { cid.to_string() }
+}
+
+/// Whether the client is a browser asking for a page (`Accept: text/html`).
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.split(',').any(|t| t.trim().starts_with("text/html")))
 }
 
 /// 416 with the `Content-Range: bytes */size` RFC 9110 asks for.
