@@ -13,17 +13,12 @@ use std::path::Path;
 
 use btfs_chunker::Cid;
 use btfs_chunker::block::RAW;
-use btfs_chunker::dagpb::{self, DecodeError, PbNode, PbNodeRef};
-use btfs_chunker::dir::hamt_index;
-use btfs_chunker::unixfs::{Data, DataRef, DataType};
+use btfs_chunker::dagpb::{self, DecodeError, PbNode};
+use btfs_chunker::unixfs::{Data, DataType};
+use btfs_chunker::walk::{HamtStep, MAX_DEPTH, MAX_HAMT_DEPTH, UnixfsNode, clip, hamt_step};
 
 use crate::repo::{BlockStore, StoreError};
 
-/// DAGs deeper than this are refused: balanced DAGs of any real file are under 10 levels, and trickle DAGs
-/// grow one level per four layers, so 64 is beyond any file this side of exabytes.
-const MAX_DEPTH: usize = 64;
-/// A 256-way HAMT uses one level per byte of a 64-bit hash; rehashing past that is allowed for a few rounds.
-const MAX_HAMT_DEPTH: usize = 32;
 /// File segments in flight between the DAG walker and the writer.
 const READ_AHEAD: usize = 16;
 
@@ -104,22 +99,12 @@ pub fn lookup(store: &BlockStore, dir: &Cid, name: &str) -> Result<Cid, ReadErro
             .ok_or_else(|| ReadError::NoLink { cid: *dir, name: name.into() }),
         DataType::HamtShard => {
             let (mut node, mut shard_cid) = (node, *dir);
-            for depth in 0..MAX_DEPTH {
-                let prefix = format!("{:02X}", hamt_index(name.as_bytes(), depth));
-                let link = node
-                    .links
-                    .iter()
-                    .find(|l| l.name.as_deref().is_some_and(|n| n.starts_with(&prefix)))
-                    .ok_or_else(|| ReadError::NoLink { cid: *dir, name: name.into() })?;
-                let link_name = link.name.as_deref().unwrap_or("");
-                if link_name.len() > 2 {
-                    return if &link_name[2..] == name {
-                        Ok(link.hash)
-                    } else {
-                        Err(ReadError::NoLink { cid: *dir, name: name.into() })
-                    };
+            for depth in 0..MAX_HAMT_DEPTH {
+                match hamt_step(&node.links, name, depth) {
+                    HamtStep::Found(cid) => return Ok(cid),
+                    HamtStep::Absent => return Err(ReadError::NoLink { cid: *dir, name: name.into() }),
+                    HamtStep::Descend(shard) => shard_cid = shard,
                 }
-                shard_cid = link.hash;
                 match load(store, &shard_cid)? {
                     Node::Pb(n, d) if d.kind == DataType::HamtShard => node = n,
                     _ => return Err(malformed(&shard_cid, "HAMT link to a non-shard")),
@@ -176,17 +161,6 @@ pub fn cat(
     })
 }
 
-/// The part of `[at, at + len)` that falls in `[from, to)`, as offsets relative to `at`.
-fn clip(at: u64, len: usize, from: u64, to: u64) -> Option<(usize, usize)> {
-    let end = at.saturating_add(len as u64);
-    if end <= from || at >= to || len == 0 {
-        return None;
-    }
-    let lo = usize::try_from(from.saturating_sub(at)).unwrap_or(len);
-    let hi = usize::try_from(to.min(end) - at).unwrap_or(len);
-    Some((lo, hi))
-}
-
 /// Emits the part of the file DAG at `cid` (which starts at byte `start` of the file) that falls in
 /// `[from, to)`. Returns false once `emit` asks to stop.
 fn walk_file(
@@ -202,45 +176,23 @@ fn walk_file(
         return Err(ReadError::TooDeep { cid: *cid });
     }
     let block = store.get(cid)?.ok_or(ReadError::NotFound { cid: *cid })?;
-    if cid.codec() == RAW {
-        return Ok(match clip(start, block.len(), from, to) {
-            Some((lo, hi)) => emit(Segment { block, start: lo, end: hi }),
-            None => true,
-        });
-    }
-    if cid.codec() != dagpb::CODEC {
-        return Err(malformed(cid, format!("codec {:#x} is not UnixFS", cid.codec())));
-    }
-    // Decode borrowing from the block, note where the node's own bytes sit and which children to visit,
-    // then release the borrow so the block itself can travel to the writer.
-    let (own, children) = {
-        let node = PbNodeRef::decode(&block).map_err(|e| malformed(cid, e))?;
-        let raw = node.data.ok_or_else(|| malformed(cid, "dag-pb node without UnixFS data"))?;
-        let data = DataRef::decode(raw).map_err(|e| malformed(cid, e))?;
-        match data.kind {
-            DataType::File | DataType::Raw => {}
-            DataType::Directory | DataType::HamtShard => return Err(ReadError::IsDirectory { cid: *cid }),
-            DataType::Symlink | DataType::Metadata => return Err(malformed(cid, "not a file")),
-        }
-        if !node.links.is_empty() && data.blocksizes.len() != node.links.len() {
-            return Err(malformed(cid, "blocksizes do not match links"));
-        }
-        let own = data.data.map(|d| (d.as_ptr().addr() - block.as_ptr().addr(), d.len()));
-        let children: Vec<(Cid, u64)> = node.links.iter().map(|l| l.hash).zip(data.blocksizes).collect();
-        (own, children)
+    // Raw blocks decode as a file whose own bytes are the whole block; other codecs are refused.
+    let (own, children) = match UnixfsNode::decode(cid, &block).map_err(|e| malformed(cid, e))? {
+        UnixfsNode::File { own, children, .. } => (own, children),
+        UnixfsNode::Directory { .. } | UnixfsNode::HamtShard { .. } => return Err(ReadError::IsDirectory { cid: *cid }),
+        UnixfsNode::Symlink { .. } => return Err(malformed(cid, "not a file")),
     };
     let overflow = || malformed(cid, "sizes overflow 64 bits");
     let mut at = start;
-    match own {
+    if own.is_empty() {
         // Only the child list is needed from here on; do not hold the block through the recursion.
-        None => drop(block),
-        Some((offset, len)) => {
-            at = at.checked_add(len as u64).ok_or_else(overflow)?;
-            if let Some((lo, hi)) = clip(start, len, from, to)
-                && !emit(Segment { block, start: offset + lo, end: offset + hi })
-            {
-                return Ok(false);
-            }
+        drop(block);
+    } else {
+        at = at.checked_add(own.len() as u64).ok_or_else(overflow)?;
+        if let Some((lo, hi)) = clip(start, own.len(), from, to)
+            && !emit(Segment { block, start: own.start + lo, end: own.start + hi })
+        {
+            return Ok(false);
         }
     }
     for (child, size) in children {
