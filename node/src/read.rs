@@ -179,7 +179,9 @@ fn walk_file(
     // Raw blocks decode as a file whose own bytes are the whole block; other codecs are refused.
     let (own, children) = match UnixfsNode::decode(cid, &block).map_err(|e| malformed(cid, e))? {
         UnixfsNode::File { own, children, .. } => (own, children),
-        UnixfsNode::Directory { .. } | UnixfsNode::HamtShard { .. } => return Err(ReadError::IsDirectory { cid: *cid }),
+        UnixfsNode::Directory { .. } | UnixfsNode::HamtShard { .. } => {
+            return Err(ReadError::IsDirectory { cid: *cid });
+        }
         UnixfsNode::Symlink { .. } => return Err(malformed(cid, "not a file")),
     };
     let overflow = || malformed(cid, "sizes overflow 64 bits");
