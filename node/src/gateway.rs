@@ -1,6 +1,7 @@
 //! The HTTP gateway inside the node: the gateway crate's content source over the block store (and Bitswap
 //! when the daemon is online), and serving it on `Addresses.Gateway`.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -114,8 +115,12 @@ pub fn run_standalone(path: &Path, listen: Option<&str>) -> Result<(), DaemonErr
         let url = format!("http://{bound}");
         crate::repo::config::write_atomic(&file, url.as_bytes())
             .map_err(|source| DaemonError::Write { path: file.display().to_string(), source })?;
-        println!("Gateway server listening on {}", socket_to_multiaddr(bound));
-        println!("Serving {} read-only at {url}", node.repo().path().display());
+        // A closed stdout (the parent went away) must not stop the server.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "Gateway server listening on {}", socket_to_multiaddr(bound));
+        let _ = writeln!(out, "Serving {} read-only at {url}", node.repo().path().display());
+        let _ = out.flush();
+        drop(out);
         let shutdown = CancellationToken::new();
         let signals = shutdown.clone();
         tokio::spawn(async move {
