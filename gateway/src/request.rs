@@ -224,23 +224,29 @@ impl Query {
 /// default (a browser's `text/html,...`).
 pub fn negotiate(query: &Query, accept: Option<&str>) -> Result<Format, FormatError> {
     // CAR parameters may come from the Accept header's media type parameters or from the query.
+    // Parameters of the first CAR media type in Accept apply whenever the response is a CAR, even when
+    // `?format=car` chose it; `car-*` query parameters override them.
     let mut car_accept: Option<Vec<(String, String)>> = None;
+    for item in accept.unwrap_or("").split(',') {
+        let mut parts = item.split(';').map(str::trim);
+        if parts.next().is_some_and(|m| m.eq_ignore_ascii_case("application/vnd.ipld.car")) {
+            car_accept = Some(
+                parts
+                    .filter_map(|p| p.split_once('='))
+                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string()))
+                    .collect(),
+            );
+            break;
+        }
+    }
     let base = match query.format.as_deref() {
         Some("") | None => {
             let mut chosen = None;
             for item in accept.unwrap_or("").split(',') {
-                let mut parts = item.split(';').map(str::trim);
-                let media = parts.next().unwrap_or("").to_ascii_lowercase();
-                let params: Vec<(String, String)> = parts
-                    .filter_map(|p| p.split_once('='))
-                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string()))
-                    .collect();
+                let media = item.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
                 let format = match media.as_str() {
                     "application/vnd.ipld.raw" => "raw",
-                    "application/vnd.ipld.car" => {
-                        car_accept = Some(params);
-                        "car"
-                    }
+                    "application/vnd.ipld.car" => "car",
                     "application/x-tar" => "tar",
                     "application/vnd.ipld.dag-json" => "dag-json",
                     "application/vnd.ipld.dag-cbor" => "dag-cbor",
@@ -329,14 +335,12 @@ pub enum ByteRange {
     Suffix(u64),
 }
 
-/// Parses a `Range` header. Anything but a single well-formed byte range is ignored (the whole file is
-/// served with 200), as RFC 9110 allows.
+/// Parses a `Range` header. Of several ranges only the first is served (a 206 for it, as boxo does); a
+/// malformed header is ignored and the whole content served with 200, as RFC 9110 allows.
 pub fn parse_range(header: &str) -> Option<ByteRange> {
     let spec = header.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') {
-        return None;
-    }
-    let (a, b) = spec.trim().split_once('-')?;
+    let first = spec.split(',').next()?;
+    let (a, b) = first.trim().split_once('-')?;
     let (a, b) = (a.trim(), b.trim());
     if a.is_empty() {
         return Some(ByteRange::Suffix(b.parse().ok()?));
@@ -397,6 +401,14 @@ mod tests {
             panic!("not CAR")
         };
         assert_eq!((car.order, car.dups, car.scope), (CarOrder::Unknown, true, DagScope::All));
+        let q = Query::parse(Some("format=car"));
+        let Ok(Format::Car(car)) = negotiate(&q, Some("application/vnd.ipld.car; version=1; order=dfs; dups=y")) else {
+            panic!("not CAR")
+        };
+        assert!(car.dups, "Accept's dups applies to ?format=car");
+        let q = Query::parse(Some("format=car&car-dups=n"));
+        let Ok(Format::Car(car)) = negotiate(&q, Some("application/vnd.ipld.car; dups=y")) else { panic!("not CAR") };
+        assert!(!car.dups, "car-dups overrides Accept");
         assert!(negotiate(&Query::parse(Some("format=zip")), None).is_err());
         assert!(negotiate(&Query::parse(Some("format=car&car-version=2")), None).is_err());
     }
@@ -419,7 +431,7 @@ mod tests {
         assert_eq!(parse_range("bytes=-5").expect("test value").resolve(100), Some((95, 100)));
         assert_eq!(parse_range("bytes=0-999").expect("test value").resolve(100), Some((0, 100)));
         assert_eq!(parse_range("bytes=100-").expect("test value").resolve(100), None);
-        assert_eq!(parse_range("bytes=0-1,5-6"), None);
+        assert_eq!(parse_range("bytes=6-16,0-4").expect("first range").resolve(31), Some((6, 17)));
         assert_eq!(parse_range("items=0-1"), None);
         assert_eq!(parse_range("bytes=5-2"), None);
     }

@@ -199,8 +199,14 @@ impl<S: ContentSource> Gateway<S> {
             Format::Raw => Ok::<_, ServeError>(self.raw(&ctx, resolved)),
             Format::Car(params) => Ok(self.car(ctx, resolved, params)),
             Format::Default => self.deserialized(ctx, resolved).await,
-            Format::DagJson | Format::Json => self.codec_as_is(&ctx, resolved, &[DAG_JSON, JSON]),
-            Format::DagCbor | Format::Cbor => self.codec_as_is(&ctx, resolved, &[DAG_CBOR, CBOR]),
+            // A UnixFS file asked for as JSON or CBOR is served as the file (whose type is sniffed).
+            Format::Json | Format::Cbor if matches!(resolved.cid.codec(), RAW | dagpb::CODEC) => {
+                self.deserialized(ctx, resolved).await
+            }
+            Format::DagJson => self.codec_as_is(&ctx, resolved, Some(DAG_JSON)),
+            Format::Json => self.codec_as_is(&ctx, resolved, Some(JSON)),
+            Format::DagCbor => self.codec_as_is(&ctx, resolved, Some(DAG_CBOR)),
+            Format::Cbor => self.codec_as_is(&ctx, resolved, Some(CBOR)),
             Format::Tar => self.tar(ctx, resolved).await,
             Format::IpnsRecord => {
                 Err(HttpError::new(StatusCode::NOT_IMPLEMENTED, "this gateway serves no IPNS records").into())
@@ -295,8 +301,7 @@ impl<S: ContentSource> Gateway<S> {
             RAW | dagpb::CODEC => {}
             DAG_JSON | DAG_CBOR if wants_html(&ctx.headers) => return Ok(self.dag_index(&ctx, resolved)),
             DAG_JSON | JSON | DAG_CBOR | CBOR => {
-                let codec = resolved.cid.codec();
-                return self.codec_as_is(&ctx, resolved, &[codec]);
+                return self.codec_as_is(&ctx, resolved, None);
             }
             other => {
                 return Err(HttpError::new(
@@ -452,16 +457,20 @@ impl<S: ContentSource> Gateway<S> {
     }
 
     /// dag-json, dag-cbor, json and cbor blocks, served as they are stored when the codec is one of `codecs`.
-    fn codec_as_is(&self, ctx: &Ctx<S>, resolved: Resolved, codecs: &[u64]) -> Result<Response, ServeError> {
+    /// `requested` is the format asked for (as a codec), `None` for the block's own. IPIP-524: no conversion;
+    /// dag-json is also valid JSON and dag-cbor valid CBOR, but not the other way round.
+    fn codec_as_is(&self, ctx: &Ctx<S>, resolved: Resolved, requested: Option<u64>) -> Result<Response, ServeError> {
         let codec = resolved.cid.codec();
-        if !codecs.contains(&codec) {
+        let served = requested.unwrap_or(codec);
+        let compatible = served == codec || (served, codec) == (JSON, DAG_JSON) || (served, codec) == (CBOR, DAG_CBOR);
+        if !compatible {
             return Err(HttpError::new(
                 StatusCode::NOT_ACCEPTABLE,
                 format!("{} is codec {codec:#x}; converting it to the requested format is not supported", resolved.cid),
             )
             .into());
         }
-        let content_type = match codec {
+        let content_type = match served {
             DAG_JSON => "application/vnd.ipld.dag-json",
             JSON => "application/json",
             DAG_CBOR => "application/vnd.ipld.dag-cbor",
