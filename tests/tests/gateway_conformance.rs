@@ -27,7 +27,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use btfs_chunker::Cid;
-use btfs_chunker::car::{CARV2_PRAGMA, CarError, CarReader};
+use btfs_chunker::car::{CARV2_PRAGMA, CarError, CarReader, CarWriter};
 use btfs_chunker::hash::{self, HashFunction};
 use btfs_tests::TestRepo;
 use btfs_tests::daemon::Daemon;
@@ -2199,4 +2199,48 @@ fn every_fixture_block_as_raw() {
             );
         }
     });
+}
+
+/// The checkers themselves can fail: the CAR checker refuses a block that does not match its CID, a cut
+/// stream and a CARv2, and the list comparisons tell order, duplicates and sets apart.
+#[test]
+fn checkers_catch_bad_responses() {
+    let write = |blocks: &[(Cid, &[u8])]| {
+        let mut car = CarWriter::new(Vec::new(), &[blocks[0].0]).expect("write a CAR header");
+        for (cid, data) in blocks {
+            car.write_block(cid, data).expect("write a CAR section");
+        }
+        car.finish().expect("finish the CAR")
+    };
+    let (hello, ascii) = (cid(HELLO_V1), cid(RB_ASCII));
+    let good = write(&[(hello, b"hello\n"), (ascii, block(RB_ASCII)), (hello, b"hello\n")]);
+    assert!(matches!(car_blocks(&good), Ok(list) if list == [hello, ascii, hello]));
+    assert!(matches!(car_blocks(&write(&[(hello, b"hellO\n")])), Err(CarFault::Corrupt(_))));
+    assert!(matches!(car_blocks(&good[..good.len() - 1]), Err(CarFault::Malformed(_))));
+    assert!(matches!(car_blocks(b""), Err(CarFault::Malformed(_))));
+    let mut v2 = CARV2_PRAGMA.to_vec();
+    v2.extend([0; 40]);
+    assert!(matches!(car_blocks(&v2), Err(CarFault::Malformed(_))));
+
+    let resp = Resp {
+        request: "GET /ipfs/test".into(),
+        status: 200,
+        headers: vec![("Content-Type".into(), "a".into()), ("content-type".into(), "b".into())],
+        body: good,
+        body_error: None,
+    };
+    assert!(resp.car_is(&[hello, ascii, hello]).is_ok());
+    assert!(resp.car_is(&[hello, ascii]).is_err(), "duplicates count");
+    assert!(resp.car_is(&[ascii, hello, hello]).is_err(), "order counts");
+    assert!(resp.car_set_is(&[ascii, hello]).is_ok());
+    assert!(resp.car_set_is(&[ascii]).is_err());
+    assert!(resp.car_has_all(&[ascii]).is_ok());
+    assert!(resp.car_has_all(&[cid(SUB_HELLO_TOO_LONG)]).is_err());
+    assert!(resp.status_is(206).is_err());
+    // Repeated headers join like the suite's, and Equals wants exactly one instance.
+    assert_eq!(resp.header("content-type").as_deref(), Some("a, b"));
+    assert!(resp.header_is("Content-Type", "a").is_err());
+    assert!(resp.header_has("Content-Type", "b").is_ok());
+    assert!(resp.header_absent("Content-Type").is_err());
+    assert!(resp.body_lacks("hello").is_err());
 }
