@@ -48,11 +48,17 @@ impl Daemon {
 
     /// Starts a daemon on an existing repo and waits for "Daemon is ready".
     pub fn start_on(repo: TestRepo) -> Self {
+        Self::start_on_with(repo, &[])
+    }
+
+    /// Starts `btfs daemon <args>` (for example `--offline`) on an existing repo and waits for "Daemon is ready".
+    pub fn start_on_with(repo: TestRepo, args: &[&str]) -> Self {
         let id: Value = serde_json::from_str(&repo.run_ok(&["id"])).expect("id prints JSON");
         let peer_id = id["ID"].as_str().expect("ID").to_string();
         let mut child = repo
             .command()
             .arg("daemon")
+            .args(args)
             .env("RUST_LOG", std::env::var("BTFS_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -91,7 +97,7 @@ impl Daemon {
         format!("http://{}:{}", parts[2], parts[4])
     }
 
-    /// The gateway's base URL, as `$BTFS_PATH/gateway` names it (`http://127.0.0.1:<port>`).
+    /// The HTTP gateway's URL (`http://127.0.0.1:<port>`), as the daemon writes it to `$BTFS_PATH/gateway`.
     pub fn gateway_url(&self) -> String {
         let url =
             std::fs::read_to_string(self.repo.path().join("gateway")).expect("the daemon writes $BTFS_PATH/gateway");
