@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing btfs needs on Debian 12: libclang (RocksDB's bindings), Node.js and npm
-# (the reference importer used by the tests), then the npm packages of tests/js. Safe to run again.
+# (the reference importer used by the tests), Chromium (the gateway's browser test drives Debian's build through
+# puppeteer-core, which downloads no browser), nginx, wrk and curl (the gateway benchmark's reference server and
+# clients), then the npm packages of tests/js. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +11,12 @@ need=()
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
 command -v cc >/dev/null || need+=(build-essential)
+# nginx lives in /usr/sbin, which a non-root PATH may lack. Installing it starts no server where
+# /usr/sbin/policy-rc.d forbids it (containers); the benchmark runs its own nginx with a private config.
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx-light)
+command -v wrk >/dev/null || need+=(wrk)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

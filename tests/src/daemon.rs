@@ -86,6 +86,17 @@ impl Daemon {
         Self { repo, child, peer_id, addrs, api }
     }
 
+    /// The gateway's base URL as the daemon wrote it to `$BTFS_PATH/gateway` (`http://127.0.0.1:<port>`,
+    /// without a trailing slash); panics when the file is missing or names another host.
+    pub fn gateway_url(&self) -> String {
+        let path = self.repo.path().join("gateway");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("the daemon writes {} once ready: {e}", path.display()));
+        let url = text.trim().trim_end_matches('/').to_string();
+        assert!(url.starts_with("http://127.0.0.1:"), "{} names {url:?}, not http://127.0.0.1:<port>", path.display());
+        url
+    }
+
     /// The TCP swarm address with `/p2p/<id>`.
     pub fn tcp_addr(&self) -> &str {
         self.addrs.iter().find(|a| a.contains("/tcp/")).expect("a TCP listener")

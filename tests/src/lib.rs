@@ -41,13 +41,20 @@ pub fn btfs_bin() -> PathBuf {
 /// `BTFS_PATH` pointing at it.
 pub struct TestRepo {
     dir: TempDir,
+    bin: PathBuf,
 }
 
 impl TestRepo {
-    /// Creates the directory and runs `btfs init --profile test` in it.
+    /// Creates the directory and runs `btfs init --profile test` in it, with [`btfs_bin`].
     pub fn init() -> Self {
+        Self::init_with(btfs_bin())
+    }
+
+    /// [`TestRepo::init`] with another `btfs` binary, which every command of this repo then runs (a
+    /// benchmark's `--btfs`).
+    pub fn init_with(bin: PathBuf) -> Self {
         let dir = tempfile::Builder::new().prefix("btfs-repo-").tempdir().expect("create a temporary BTFS_PATH");
-        let repo = Self { dir };
+        let repo = Self { dir, bin };
         repo.run_ok(&["init", "--profile", "test"]);
         repo
     }
@@ -59,14 +66,14 @@ impl TestRepo {
 
     /// A `btfs` command with `BTFS_PATH` set, for callers that need more than [`TestRepo::run`].
     pub fn command(&self) -> Command {
-        let mut command = Command::new(btfs_bin());
+        let mut command = Command::new(&self.bin);
         command.env("BTFS_PATH", self.path()).stdin(Stdio::null());
         command
     }
 
     /// Runs `btfs <args>` to completion.
     pub fn run(&self, args: &[&str]) -> Output {
-        self.command().args(args).output().unwrap_or_else(|e| panic!("cannot start {}: {e}", btfs_bin().display()))
+        self.command().args(args).output().unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()))
     }
 
     /// Runs `btfs <args>` and returns its stdout; panics with its stderr if it fails.
