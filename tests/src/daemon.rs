@@ -108,13 +108,6 @@ impl Daemon {
         format!("http://{}:{}", parts[2], parts[4])
     }
 
-    /// The HTTP gateway's URL (`http://127.0.0.1:<port>`), as the daemon writes it to `$BTFS_PATH/gateway`.
-    pub fn gateway_url(&self) -> String {
-        let url =
-            std::fs::read_to_string(self.repo.path().join("gateway")).expect("the daemon writes $BTFS_PATH/gateway");
-        url.trim().to_string()
-    }
-
     /// Runs `btfs <args>` against this daemon and returns stdout; panics with stderr on failure.
     pub fn run_ok(&self, args: &[&str]) -> String {
         self.repo.run_ok(args)
