@@ -4,12 +4,14 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use btfs_chunker::Cid;
+use btfs_chunker::hash::Multihash;
 use btfs_gateway::{ContentSource, Fetch, GatewayConfig, Metrics, Origin, SourceError};
 use bytes::Bytes;
+use hashlink::LinkedHashMap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -17,25 +19,80 @@ use crate::api::Node;
 use crate::daemon::{DaemonError, multiaddr_to_socket, socket_to_multiaddr, wait_for_signal};
 use crate::net::bitswap::session::{FetchError, FetchOptions};
 
-/// Blocks the gateway hands out: local ones from RocksDB (read off the async runtime), missing ones from
-/// Bitswap when the node is online.
+/// Blocks the gateway hands out: small hot ones from memory, other local ones from RocksDB (read off the
+/// async runtime), missing ones from Bitswap when the node is online.
 pub struct NodeSource {
     node: Arc<Node>,
     /// How long Bitswap may go without progress on one block.
     stall: Duration,
+    hot: Mutex<HotBlocks>,
+}
+
+/// Blocks up to [`HOT_BLOCK_MAX`] bytes (directory nodes, small files, roots) most recently served, up to
+/// [`HOT_BYTES`] in all: a request for a small file then costs no thread hop and no read. Bulk file data
+/// is not kept (it would only churn the cache). The whole cache is dropped when the store deletes blocks.
+struct HotBlocks {
+    blocks: LinkedHashMap<Multihash, Bytes>,
+    bytes: usize,
+    /// The store's deletion count the contents are valid for.
+    generation: u64,
+}
+
+const HOT_BLOCK_MAX: usize = 64 * 1024;
+const HOT_BYTES: usize = 32 * 1024 * 1024;
+
+impl HotBlocks {
+    fn get(&mut self, key: &Multihash, generation: u64) -> Option<Bytes> {
+        if generation != self.generation {
+            self.blocks.clear();
+            self.bytes = 0;
+            self.generation = generation;
+            return None;
+        }
+        let data = self.blocks.get(key)?.clone();
+        self.blocks.to_back(key);
+        Some(data)
+    }
+
+    fn insert(&mut self, key: Multihash, data: Bytes, generation: u64) {
+        if data.len() > HOT_BLOCK_MAX || generation != self.generation {
+            return;
+        }
+        self.bytes += data.len();
+        if let Some(old) = self.blocks.insert(key, data) {
+            self.bytes -= old.len();
+        }
+        while self.bytes > HOT_BYTES {
+            let Some((_, evicted)) = self.blocks.pop_front() else { break };
+            self.bytes -= evicted.len();
+        }
+    }
 }
 
 impl NodeSource {
     pub fn new(node: Arc<Node>, config: &GatewayConfig) -> Self {
-        Self { node, stall: config.block_timeout }
+        let generation = node.repo().store().deletions();
+        let hot = HotBlocks { blocks: LinkedHashMap::new(), bytes: 0, generation };
+        Self { node, stall: config.block_timeout, hot: Mutex::new(hot) }
     }
 
-    async fn local(&self, cid: &Cid) -> Result<Option<Vec<u8>>, SourceError> {
+    async fn local(&self, cid: &Cid) -> Result<Option<Bytes>, SourceError> {
+        let generation = self.node.repo().store().deletions();
+        if let Some(data) = self.hot.lock().ok().and_then(|mut hot| hot.get(cid.hash(), generation)) {
+            return Ok(Some(data));
+        }
         let node = self.node.clone();
         let key = *cid;
         let read = tokio::task::spawn_blocking(move || node.repo().store().get_local(&key)).await;
         match read {
-            Ok(Ok(found)) => Ok(found),
+            Ok(Ok(Some(found))) => {
+                let data = Bytes::from(found);
+                if let Ok(mut hot) = self.hot.lock() {
+                    hot.insert(*cid.hash(), data.clone(), generation);
+                }
+                Ok(Some(data))
+            }
+            Ok(Ok(None)) => Ok(None),
             Ok(Err(e)) => Err(SourceError::Failed { cid: *cid, reason: e.to_string() }),
             Err(e) => Err(SourceError::Failed { cid: *cid, reason: e.to_string() }),
         }
@@ -45,7 +102,7 @@ impl NodeSource {
 impl ContentSource for NodeSource {
     async fn get(&self, cid: &Cid, fetch: Fetch) -> Result<(Bytes, Origin), SourceError> {
         if let Some(data) = self.local(cid).await? {
-            return Ok((Bytes::from(data), Origin::Local));
+            return Ok((data, Origin::Local));
         }
         let online = match (fetch, self.node.online()) {
             (Fetch::Network, Some(online)) => online,
@@ -58,7 +115,7 @@ impl ContentSource for NodeSource {
             Err(e) => return Err(SourceError::Failed { cid: *cid, reason: e.to_string() }),
         }
         match self.local(cid).await? {
-            Some(data) => Ok((Bytes::from(data), Origin::Network)),
+            Some(data) => Ok((data, Origin::Network)),
             None => Err(SourceError::Failed { cid: *cid, reason: "fetched but not stored".into() }),
         }
     }

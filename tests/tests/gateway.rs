@@ -114,3 +114,18 @@ fn btfs_gateway_serves_a_repo_on_its_own_and_stops_cleanly() {
     assert!(status.success(), "{status}");
     assert!(!repo.path().join("gateway").exists(), "the gateway file is removed on exit");
 }
+
+#[test]
+fn blocks_removed_by_gc_are_not_served_from_the_gateway_cache() {
+    let daemon = Daemon::start(&[]);
+    let work = tempfile::tempdir().expect("tempdir");
+    let file = work.path().join("small.txt");
+    std::fs::write(&file, "a small file the gateway keeps in memory\n").expect("write");
+    let cid = daemon.run_ok(&["add", "-Q", "--pin=false", file.to_str().expect("utf-8")]).trim().to_string();
+    let url = format!("{}/ipfs/{cid}", daemon.gateway_url());
+    assert_eq!(get(&url, &[]).0, 200);
+    assert_eq!(get(&url, &[("Cache-Control", "only-if-cached")]).0, 200, "served again from the hot cache");
+    daemon.run_ok(&["repo", "gc"]);
+    let (status, body) = get(&url, &[("Cache-Control", "only-if-cached")]);
+    assert_eq!(status, 412, "a collected block must not be served: {}", String::from_utf8_lossy(&body));
+}

@@ -99,6 +99,8 @@ impl PinKind {
 pub struct BlockStore {
     db: DB,
     fetcher: OnceLock<Arc<dyn BlockFetcher>>,
+    /// Bumped after every deletion of blocks, so caches of block bytes know to drop what they hold.
+    deletions: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for BlockStore {
@@ -118,6 +120,7 @@ impl BlockStore {
         db_opts.set_db_write_buffer_size(3 * BLOCK_WRITE_BUFFER + 8 * 1024 * 1024);
         db_opts.set_keep_log_file_num(4);
         db_opts.set_paranoid_checks(true);
+        db_opts.set_allow_mmap_reads(true);
         // Write flushed files back to disk as they grow instead of all at the final fsync, so disk writes
         // overlap with hashing during a large add.
         db_opts.set_bytes_per_sync(4 * 1024 * 1024);
@@ -153,7 +156,7 @@ impl BlockStore {
         ];
         let db = DB::open_cf_descriptors(&db_opts, dir, cfs)
             .map_err(|source| StoreError::Open { path: dir.display().to_string(), source })?;
-        Ok(Self { db, fetcher: OnceLock::new() })
+        Ok(Self { db, fetcher: OnceLock::new(), deletions: std::sync::atomic::AtomicU64::new(0) })
     }
 
     /// Makes reads of missing blocks go to `fetcher` (set once, when the daemon's network starts).
@@ -232,7 +235,14 @@ impl BlockStore {
         for key in keys {
             batch.delete_cf(cf, key.to_bytes());
         }
-        self.write_synced(batch)
+        let result = self.write_synced(batch);
+        self.deletions.fetch_add(1, std::sync::atomic::Ordering::Release);
+        result
+    }
+
+    /// How many deletions of blocks this store has seen; a cache of block bytes is valid while this holds.
+    pub fn deletions(&self) -> u64 {
+        self.deletions.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Visits every stored block as (multihash, bytes); stops at the first error the visitor returns.
