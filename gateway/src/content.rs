@@ -86,6 +86,24 @@ impl<S: ContentSource> Blocks<S> {
         Ok(data)
     }
 
+    /// Reads several blocks in one call to the source (in order), each under the per-block time limit.
+    pub(crate) async fn get_many(&self, cids: &[Cid]) -> Vec<Result<Bytes, ContentError>> {
+        let limit = self.timeout.saturating_mul(u32::try_from(cids.len().max(1)).unwrap_or(u32::MAX));
+        match tokio::time::timeout(limit, self.source.get_many(cids, self.fetch)).await {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| {
+                    let (data, origin) = r?;
+                    if origin == Origin::Network {
+                        self.used_network.store(true, Ordering::Relaxed);
+                    }
+                    Ok(data)
+                })
+                .collect(),
+            Err(_) => cids.iter().map(|c| Err(SourceError::Timeout(*c).into())).collect(),
+        }
+    }
+
     pub(crate) fn used_network(&self) -> bool {
         self.used_network.load(Ordering::Relaxed)
     }
@@ -278,21 +296,44 @@ where
         }
         at = end;
     }
-    let mut fetched = stream::iter(wanted)
-        .map(|(child, child_start, size)| async move { (child, child_start, size, blocks.get(&child).await) })
-        .buffered(PREFETCH);
-    while let Some((child, child_start, size, data)) = fetched.next().await {
-        let data = data?;
-        let node = decode(&child, &data)?;
-        if file_size(&child, &node)? != size {
-            return Err(ContentError::Sizes { cid: child });
-        }
-        let walk = Box::pin(walk_file(blocks, child, data, child_start, from, to, depth + 1, emit));
-        if !walk.await? {
-            return Ok(false);
+    // Children are read PREFETCH at a time, in one call to the source; the walk reaches the connection
+    // through a bounded channel, so reading the next batch overlaps with sending this one.
+    for batch in wanted.chunks(PREFETCH) {
+        let cids: Vec<Cid> = batch.iter().map(|(c, ..)| *c).collect();
+        let datas = blocks.get_many(&cids).await;
+        for (&(child, child_start, size), data) in batch.iter().zip(datas) {
+            if !file_child(blocks, child, data?, child_start, size, from, to, depth, emit).await? {
+                return Ok(false);
+            }
         }
     }
     Ok(true)
+}
+
+/// One child of a file node: checks its size against what the parent claims, then walks it.
+#[allow(clippy::too_many_arguments)]
+async fn file_child<S, F, Fut>(
+    blocks: &Blocks<S>,
+    child: Cid,
+    data: Bytes,
+    child_start: u64,
+    size: u64,
+    from: u64,
+    to: u64,
+    depth: usize,
+    emit: &mut F,
+) -> Result<bool, ContentError>
+where
+    S: ContentSource,
+    F: FnMut(Bytes) -> Fut + Send,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let node = decode(&child, &data)?;
+    if file_size(&child, &node)? != size {
+        return Err(ContentError::Sizes { cid: child });
+    }
+    drop(node);
+    Box::pin(walk_file(blocks, child, data, child_start, from, to, depth + 1, emit)).await
 }
 
 /// Every entry of a directory, plain or HAMT (for HAMTs, fetching the shard nodes of this directory only).

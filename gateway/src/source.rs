@@ -48,11 +48,30 @@ pub enum SourceError {
 /// block before storing it). Calls may run concurrently.
 pub trait ContentSource: Send + Sync + 'static {
     fn get(&self, cid: &Cid, fetch: Fetch) -> impl Future<Output = Result<(Bytes, Origin), SourceError>> + Send;
+
+    /// Several blocks at once, answered in order: file readers ask for the next few children together, so
+    /// a source with a cost per call (a thread hop, a syscall) pays it once. By default, one `get` each, run
+    /// concurrently.
+    fn get_many(
+        &self,
+        cids: &[Cid],
+        fetch: Fetch,
+    ) -> impl Future<Output = Vec<Result<(Bytes, Origin), SourceError>>> + Send {
+        futures::future::join_all(cids.iter().map(move |cid| self.get(cid, fetch)))
+    }
 }
 
 impl<S: ContentSource> ContentSource for Arc<S> {
     fn get(&self, cid: &Cid, fetch: Fetch) -> impl Future<Output = Result<(Bytes, Origin), SourceError>> + Send {
         (**self).get(cid, fetch)
+    }
+
+    fn get_many(
+        &self,
+        cids: &[Cid],
+        fetch: Fetch,
+    ) -> impl Future<Output = Vec<Result<(Bytes, Origin), SourceError>>> + Send {
+        (**self).get_many(cids, fetch)
     }
 }
 

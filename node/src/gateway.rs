@@ -100,6 +100,31 @@ impl NodeSource {
 }
 
 impl ContentSource for NodeSource {
+    /// One thread hop for all the blocks that are local; the rest one by one from the network.
+    async fn get_many(&self, cids: &[Cid], fetch: Fetch) -> Vec<Result<(Bytes, Origin), SourceError>> {
+        let node = self.node.clone();
+        let keys = cids.to_vec();
+        let read = tokio::task::spawn_blocking(move || {
+            keys.iter().map(|cid| node.repo().store().get_local(cid)).collect::<Vec<_>>()
+        })
+        .await;
+        let Ok(found) = read else {
+            return cids
+                .iter()
+                .map(|c| Err(SourceError::Failed { cid: *c, reason: "reader task failed".into() }))
+                .collect();
+        };
+        let mut out = Vec::with_capacity(cids.len());
+        for (cid, result) in cids.iter().zip(found) {
+            out.push(match result {
+                Ok(Some(data)) => Ok((Bytes::from(data), Origin::Local)),
+                Ok(None) => self.get(cid, fetch).await,
+                Err(e) => Err(SourceError::Failed { cid: *cid, reason: e.to_string() }),
+            });
+        }
+        out
+    }
+
     async fn get(&self, cid: &Cid, fetch: Fetch) -> Result<(Bytes, Origin), SourceError> {
         if let Some(data) = self.local(cid).await? {
             return Ok((data, Origin::Local));

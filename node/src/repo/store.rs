@@ -120,7 +120,6 @@ impl BlockStore {
         db_opts.set_db_write_buffer_size(3 * BLOCK_WRITE_BUFFER + 8 * 1024 * 1024);
         db_opts.set_keep_log_file_num(4);
         db_opts.set_paranoid_checks(true);
-        db_opts.set_allow_mmap_reads(true);
         // Write flushed files back to disk as they grow instead of all at the final fsync, so disk writes
         // overlap with hashing during a large add.
         db_opts.set_bytes_per_sync(4 * 1024 * 1024);
