@@ -251,3 +251,29 @@ async fn the_concurrency_limit_refuses_with_429() {
     let third = send(&app, "GET", &format!("/ipfs/{}/files/hello.txt", s.root), &[]).await;
     assert_eq!(third.status(), StatusCode::OK);
 }
+
+/// A directory of 10 000 entries becomes a HAMT; its listing names every entry, and each resolves.
+#[tokio::test]
+async fn hamt_directories_list_every_entry() {
+    let params = Options::default().resolve().expect("default options");
+    let mut source = MemorySource::new();
+    let (file, blocks) = import_bytes(&params, b"same bytes in every entry\n");
+    add(&mut source, blocks);
+    let mut dir = DirectoryBuilder::new();
+    for i in 0..10_000 {
+        dir.insert(format!("entry-{i:05}.txt"), file).expect("valid name");
+    }
+    let mut blocks = Vec::new();
+    let root = dir.finish(&params.dir, &mut |b| blocks.push(b)).cid;
+    assert!(blocks.len() > 2, "10 000 entries must shard into a HAMT");
+    add(&mut source, blocks);
+    let app = app(source, GatewayConfig::default());
+    let r = send(&app, "GET", &format!("/ipfs/{root}/"), &[]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = String::from_utf8(body(r).await).expect("utf-8");
+    for i in 0..10_000 {
+        assert!(html.contains(&format!(">entry-{i:05}.txt</a>")), "entry {i} missing from the listing");
+    }
+    let r = send(&app, "GET", &format!("/ipfs/{root}/entry-04321.txt"), &[]).await;
+    assert_eq!(body(r).await, b"same bytes in every entry\n");
+}
