@@ -33,6 +33,9 @@ const PEER_WINDOW_BYTES: u64 = 12 * 1024 * 1024;
 const OTHER_PEER_WINDOW_BYTES: u64 = 2 * 1024 * 1024;
 /// A peer with work that delivers nothing for this long is late: its wants are sent again (to another
 /// peer when there is one). Messages do get lost: a peer may close a stream with a message half-written.
+/// Received bytes a session lets wait for the store before it asks for more: the network can deliver faster
+/// than the disk takes blocks, and without this the store's queue (and the node's memory) grew with the DAG.
+const MAX_UNSTORED_BYTES: u64 = 64 * 1024 * 1024;
 const WANT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the session looks again for peers while it has none.
 const SEARCH_INTERVAL: Duration = Duration::from_secs(5);
@@ -95,8 +98,10 @@ struct Session {
     /// Peers asked whether they have the first block.
     probed: HashSet<PeerId>,
     seen: HashSet<Cid>,
-    /// Received blocks not yet confirmed stored.
-    unstored: HashSet<Cid>,
+    /// Received blocks not yet confirmed stored, with their sizes.
+    unstored: HashMap<Cid, u64>,
+    /// The sum of `unstored`'s sizes.
+    unstored_bytes: u64,
     stats: FetchStats,
     last_progress: Instant,
     last_search: Option<Instant>,
@@ -120,7 +125,8 @@ impl Bitswap {
             lacking: HashMap::new(),
             probed: HashSet::new(),
             seen: HashSet::new(),
-            unstored: HashSet::new(),
+            unstored: HashMap::new(),
+            unstored_bytes: 0,
             stats: FetchStats::default(),
             last_progress: Instant::now(),
             last_search: None,
@@ -222,7 +228,9 @@ impl Session {
                 self.on_block(cid, &data).await?;
             }
             SessionEvent::Stored(cid) => {
-                self.unstored.remove(&cid);
+                if let Some(size) = self.unstored.remove(&cid) {
+                    self.unstored_bytes -= size;
+                }
             }
             SessionEvent::Have { from, .. } => {
                 self.peers.entry(from).or_default();
@@ -247,7 +255,9 @@ impl Session {
     }
 
     async fn on_block(&mut self, cid: Cid, data: &[u8]) -> Result<(), FetchError> {
-        self.unstored.insert(cid);
+        if self.unstored.insert(cid, data.len() as u64).is_none() {
+            self.unstored_bytes += data.len() as u64;
+        }
         self.stats.blocks += 1;
         self.stats.bytes += data.len() as u64;
         self.last_progress = Instant::now();
@@ -269,6 +279,10 @@ impl Session {
 
     /// Hands out queued blocks to peers with room in their window.
     async fn assign(&mut self) {
+        // Backpressure: while the store is behind, let what is in flight land and ask for nothing more.
+        if self.unstored_bytes > MAX_UNSTORED_BYTES {
+            return;
+        }
         // Blocks of this DAG so far average this size (a full-size v0 leaf until one has arrived).
         let average = self.stats.bytes.checked_div(self.stats.blocks).unwrap_or(256 * 1024).max(1);
         let byte_window = |bytes: u64| usize::try_from(bytes / average).unwrap_or(usize::MAX).clamp(1, PEER_WINDOW);
@@ -379,7 +393,7 @@ impl Session {
                 .need
                 .front()
                 .or_else(|| self.inflight.keys().next())
-                .or_else(|| self.unstored.iter().next())
+                .or_else(|| self.unstored.keys().next())
                 .copied();
             if let Some(cid) = cid {
                 return Err(FetchError::NotFound { cid, secs: self.opts.stall.as_secs() });
