@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::{StreamExt, stream};
 use tokio::sync::mpsc;
 
-use crate::content::{Blocks, CHANNEL, ContentError, PREFETCH, Resolved, decode, file_size};
+use crate::content::{Blocks, CHANNEL, ContentError, PREFETCH, Resolved, children_in_range, decode, file_size};
 use crate::request::{CarParams, DagScope};
 use crate::source::ContentSource;
 
@@ -34,6 +34,18 @@ enum Sent {
     Duplicate,
     /// The client went away.
     Closed,
+}
+
+impl Sent {
+    /// Whether a walk stops here, and with what: `None` to go on into the block's children, `Some(true)`
+    /// to skip them (already sent), `Some(false)` when the client is gone.
+    fn stop(self) -> Option<bool> {
+        match self {
+            Sent::Yes => None,
+            Sent::Duplicate => Some(true),
+            Sent::Closed => Some(false),
+        }
+    }
 }
 
 impl Writer {
@@ -160,31 +172,22 @@ async fn file_blocks<S: ContentSource>(
     if depth > MAX_DEPTH {
         return Err(ContentError::TooDeep { cid });
     }
-    match w.section(&cid, &block).await {
-        Sent::Yes => {}
-        Sent::Duplicate => return Ok(true),
-        Sent::Closed => return Ok(false),
+    if let Some(done) = w.section(&cid, &block).await.stop() {
+        return Ok(done);
     }
     let UnixfsNode::File { own, children, .. } = decode(&cid, &block)? else {
         return Err(ContentError::malformed(&cid, "a file links to something that is not file data"));
     };
     drop(block);
-    let mut at = start.checked_add(own.len() as u64).ok_or(ContentError::Sizes { cid })?;
-    let mut wanted = Vec::new();
-    for (child, size) in children {
-        let end = at.checked_add(size).ok_or(ContentError::Sizes { cid })?;
-        if end > from && at < to {
-            wanted.push((child, at));
-        }
-        at = end;
-    }
-    let mut fetched = stream::iter(wanted)
-        .map(|(child, child_start)| async move { (child, child_start, blocks.get(&child).await) })
-        .buffered(PREFETCH);
-    while let Some((child, child_start, data)) = fetched.next().await {
-        let walk = Box::pin(file_blocks(blocks, child, data?, child_start, from, to, depth + 1, w));
-        if !walk.await? {
-            return Ok(false);
+    // Read PREFETCH children per call to the source, as file responses do.
+    let wanted = children_in_range(cid, start, own.len(), children, from, to)?;
+    for batch in wanted.chunks(PREFETCH) {
+        let cids: Vec<Cid> = batch.iter().map(|(c, ..)| *c).collect();
+        for (&(child, child_start, _), data) in batch.iter().zip(blocks.get_many(&cids).await) {
+            let walk = Box::pin(file_blocks(blocks, child, data?, child_start, from, to, depth + 1, w));
+            if !walk.await? {
+                return Ok(false);
+            }
         }
     }
     Ok(true)
@@ -236,10 +239,8 @@ async fn all_blocks<S: ContentSource>(
     if depth > MAX_DEPTH {
         return Err(ContentError::TooDeep { cid });
     }
-    match w.section(&cid, &block).await {
-        Sent::Yes => {}
-        Sent::Duplicate => return Ok(true),
-        Sent::Closed => return Ok(false),
+    if let Some(done) = w.section(&cid, &block).await.stop() {
+        return Ok(done);
     }
     let children = links(&cid, &block).map_err(|e| ContentError::malformed(&cid, e))?;
     drop(block);

@@ -231,7 +231,11 @@ pub(crate) fn stream_file<S: ContentSource>(
             let tx = tx.clone();
             async move { tx.send(Ok(seg)).await.is_ok() }
         };
-        if let Err(e) = walk_file(&blocks, cid, block, 0, from, to, 0, &mut emit).await {
+        let walk = match decode(&cid, &block) {
+            Ok(node) => walk_file(&blocks, cid, block, node, 0, from, to, 0, &mut emit).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = walk {
             let _ = tx.send(Err(e)).await;
         }
     });
@@ -251,17 +255,20 @@ pub(crate) async fn read_range<S: ContentSource>(
         out.extend_from_slice(&seg);
         async { true }
     };
-    walk_file(blocks, cid, block, 0, from, to, 0, &mut emit).await?;
+    let node = decode(&cid, &block)?;
+    walk_file(blocks, cid, block, node, 0, from, to, 0, &mut emit).await?;
     Ok(out)
 }
 
-/// The walk behind [`stream_file`]: emits the part of the file DAG at `cid` (starting at byte `start` of the
-/// file) that falls in `[from, to)`. Returns false once `emit` asks to stop (the client went away).
+/// The walk behind [`stream_file`]: emits the part of the file DAG at `cid` (its block and what it decodes
+/// to; starting at byte `start` of the file) that falls in `[from, to)`. Returns false once `emit` asks to
+/// stop (the client went away).
 #[allow(clippy::too_many_arguments)]
 async fn walk_file<S, F, Fut>(
     blocks: &Blocks<S>,
     cid: Cid,
     block: Bytes,
+    node: UnixfsNode,
     start: u64,
     from: u64,
     to: u64,
@@ -276,26 +283,16 @@ where
     if depth > MAX_DEPTH {
         return Err(ContentError::TooDeep { cid });
     }
-    let UnixfsNode::File { own, children, .. } = decode(&cid, &block)? else {
+    let UnixfsNode::File { own, children, .. } = node else {
         return Err(ContentError::malformed(&cid, "a file links to something that is not file data"));
     };
-    let mut at = start;
     if let Some((lo, hi)) = walk::clip(start, own.len(), from, to)
         && !emit(block.slice(own.start + lo..own.start + hi)).await
     {
         return Ok(false);
     }
-    at = at.checked_add(own.len() as u64).ok_or(ContentError::Sizes { cid })?;
     drop(block);
-    // The children overlapping the range, with where each starts and how long it claims to be.
-    let mut wanted = Vec::new();
-    for (child, size) in children {
-        let end = at.checked_add(size).ok_or(ContentError::Sizes { cid })?;
-        if end > from && at < to {
-            wanted.push((child, at, size));
-        }
-        at = end;
-    }
+    let wanted = children_in_range(cid, start, own.len(), children, from, to)?;
     // Children are read PREFETCH at a time, in one call to the source; the walk reaches the connection
     // through a bounded channel, so reading the next batch overlaps with sending this one.
     for batch in wanted.chunks(PREFETCH) {
@@ -308,6 +305,28 @@ where
         }
     }
     Ok(true)
+}
+
+/// The children of the file node `cid` (which starts at byte `start` of the file and holds `own` bytes
+/// itself) that overlap `[from, to)`: each with where it starts and how many bytes its parent says it holds.
+pub(crate) fn children_in_range(
+    cid: Cid,
+    start: u64,
+    own: usize,
+    children: Vec<(Cid, u64)>,
+    from: u64,
+    to: u64,
+) -> Result<Vec<(Cid, u64, u64)>, ContentError> {
+    let mut at = start.checked_add(own as u64).ok_or(ContentError::Sizes { cid })?;
+    let mut wanted = Vec::new();
+    for (child, size) in children {
+        let end = at.checked_add(size).ok_or(ContentError::Sizes { cid })?;
+        if end > from && at < to {
+            wanted.push((child, at, size));
+        }
+        at = end;
+    }
+    Ok(wanted)
 }
 
 /// One child of a file node: checks its size against what the parent claims, then walks it.
@@ -332,8 +351,7 @@ where
     if file_size(&child, &node)? != size {
         return Err(ContentError::Sizes { cid: child });
     }
-    drop(node);
-    Box::pin(walk_file(blocks, child, data, child_start, from, to, depth + 1, emit)).await
+    Box::pin(walk_file(blocks, child, data, node, child_start, from, to, depth + 1, emit)).await
 }
 
 /// Every entry of a directory, plain or HAMT (for HAMTs, fetching the shard nodes of this directory only).
