@@ -76,59 +76,55 @@ impl NodeSource {
         Self { node, stall: config.block_timeout, hot: Mutex::new(hot) }
     }
 
-    async fn local(&self, cid: &Cid) -> Result<Option<Bytes>, SourceError> {
+    /// Local blocks, in order: hot ones from memory, the rest read in one hop off the runtime (small ones are
+    /// remembered). `None` for a block not stored here.
+    async fn local_many(&self, cids: &[Cid]) -> Vec<Result<Option<Bytes>, SourceError>> {
         let generation = self.node.repo().store().deletions();
-        if let Some(data) = self.hot.lock().ok().and_then(|mut hot| hot.get(cid.hash(), generation)) {
-            return Ok(Some(data));
+        let mut out: Vec<Result<Option<Bytes>, SourceError>> = match self.hot.lock() {
+            Ok(mut hot) => cids.iter().map(|c| Ok(hot.get(c.hash(), generation))).collect(),
+            Err(_) => cids.iter().map(|_| Ok(None)).collect(),
+        };
+        let cold: Vec<(usize, Cid)> = out
+            .iter()
+            .zip(cids)
+            .enumerate()
+            .filter(|(_, (r, _))| matches!(r, Ok(None)))
+            .map(|(i, (_, c))| (i, *c))
+            .collect();
+        if cold.is_empty() {
+            return out;
         }
         let node = self.node.clone();
-        let key = *cid;
-        let read = tokio::task::spawn_blocking(move || node.repo().store().get_local(&key)).await;
-        match read {
-            Ok(Ok(Some(found))) => {
-                let data = Bytes::from(found);
-                if let Ok(mut hot) = self.hot.lock() {
-                    hot.insert(*cid.hash(), data.clone(), generation);
-                }
-                Ok(Some(data))
-            }
-            Ok(Ok(None)) => Ok(None),
-            Ok(Err(e)) => Err(SourceError::Failed { cid: *cid, reason: e.to_string() }),
-            Err(e) => Err(SourceError::Failed { cid: *cid, reason: e.to_string() }),
-        }
-    }
-}
-
-impl ContentSource for NodeSource {
-    /// One thread hop for all the blocks that are local; the rest one by one from the network.
-    async fn get_many(&self, cids: &[Cid], fetch: Fetch) -> Vec<Result<(Bytes, Origin), SourceError>> {
-        let node = self.node.clone();
-        let keys = cids.to_vec();
+        let keys: Vec<Cid> = cold.iter().map(|(_, c)| *c).collect();
         let read = tokio::task::spawn_blocking(move || {
             keys.iter().map(|cid| node.repo().store().get_local(cid)).collect::<Vec<_>>()
         })
         .await;
         let Ok(found) = read else {
-            return cids
-                .iter()
-                .map(|c| Err(SourceError::Failed { cid: *c, reason: "reader task failed".into() }))
-                .collect();
+            for (i, cid) in cold {
+                out[i] = Err(SourceError::Failed { cid, reason: "the block reader task failed".into() });
+            }
+            return out;
         };
-        let mut out = Vec::with_capacity(cids.len());
-        for (cid, result) in cids.iter().zip(found) {
-            out.push(match result {
-                Ok(Some(data)) => Ok((Bytes::from(data), Origin::Local)),
-                Ok(None) => self.get(cid, fetch).await,
-                Err(e) => Err(SourceError::Failed { cid: *cid, reason: e.to_string() }),
-            });
+        let mut hot = self.hot.lock().ok();
+        for ((i, cid), result) in cold.into_iter().zip(found) {
+            out[i] = match result {
+                Ok(Some(data)) => {
+                    let data = Bytes::from(data);
+                    if let Some(hot) = hot.as_mut() {
+                        hot.insert(*cid.hash(), data.clone(), generation);
+                    }
+                    Ok(Some(data))
+                }
+                Ok(None) => Ok(None),
+                Err(e) => Err(SourceError::Failed { cid, reason: e.to_string() }),
+            };
         }
         out
     }
 
-    async fn get(&self, cid: &Cid, fetch: Fetch) -> Result<(Bytes, Origin), SourceError> {
-        if let Some(data) = self.local(cid).await? {
-            return Ok((data, Origin::Local));
-        }
+    /// A block that is not stored here, from Bitswap when the node is online and the request allows it.
+    async fn fetch_remote(&self, cid: &Cid, fetch: Fetch) -> Result<(Bytes, Origin), SourceError> {
         let online = match (fetch, self.node.online()) {
             (Fetch::Network, Some(online)) => online,
             _ => return Err(SourceError::NotFound(*cid)),
@@ -139,9 +135,33 @@ impl ContentSource for NodeSource {
             Err(FetchError::NotFound { .. }) => return Err(SourceError::Timeout(*cid)),
             Err(e) => return Err(SourceError::Failed { cid: *cid, reason: e.to_string() }),
         }
-        match self.local(cid).await? {
-            Some(data) => Ok((data, Origin::Network)),
-            None => Err(SourceError::Failed { cid: *cid, reason: "fetched but not stored".into() }),
+        match self.local_many(std::slice::from_ref(cid)).await.pop() {
+            Some(Ok(Some(data))) => Ok((data, Origin::Network)),
+            Some(Err(e)) => Err(e),
+            _ => Err(SourceError::Failed { cid: *cid, reason: "fetched but not stored".into() }),
+        }
+    }
+}
+
+impl ContentSource for NodeSource {
+    /// One thread hop for all the blocks that are local; the rest one by one from the network.
+    async fn get_many(&self, cids: &[Cid], fetch: Fetch) -> Vec<Result<(Bytes, Origin), SourceError>> {
+        let local = self.local_many(cids).await;
+        let mut out = Vec::with_capacity(cids.len());
+        for (cid, result) in cids.iter().zip(local) {
+            out.push(match result {
+                Ok(Some(data)) => Ok((data, Origin::Local)),
+                Ok(None) => self.fetch_remote(cid, fetch).await,
+                Err(e) => Err(e),
+            });
+        }
+        out
+    }
+
+    async fn get(&self, cid: &Cid, fetch: Fetch) -> Result<(Bytes, Origin), SourceError> {
+        match self.get_many(std::slice::from_ref(cid), fetch).await.pop() {
+            Some(result) => result,
+            None => Err(SourceError::Failed { cid: *cid, reason: "no answer for the block".into() }),
         }
     }
 }
