@@ -29,6 +29,8 @@ pub struct Node {
     repo: Repo,
     /// Set once by the daemon when the network is up.
     pub(crate) online: std::sync::OnceLock<crate::online::Online>,
+    /// Set once by the daemon when the storage market runs.
+    pub(crate) market: std::sync::OnceLock<std::sync::Arc<crate::market::Market>>,
     /// Shared by commands that write unpinned blocks, exclusive for those that delete (see module doc).
     gc_lock: RwLock<()>,
 }
@@ -89,16 +91,16 @@ pub enum ConfigValueKind {
 impl Node {
     /// Creates a repo and opens a node on it.
     pub fn init(path: &Path, profile: InitProfile) -> Result<Self, RepoError> {
-        Ok(Self { repo: Repo::init(path, profile)?, gc_lock: RwLock::new(()), online: Default::default() })
+        Ok(Self { repo: Repo::init(path, profile)?, gc_lock: RwLock::new(()), online: Default::default(), market: Default::default() })
     }
 
     /// Opens the node whose repo is at `path`.
     pub fn open(path: &Path) -> Result<Self, RepoError> {
-        Ok(Self { repo: Repo::open(path)?, gc_lock: RwLock::new(()), online: Default::default() })
+        Ok(Self { repo: Repo::open(path)?, gc_lock: RwLock::new(()), online: Default::default(), market: Default::default() })
     }
 
     /// Held while blocks are written that no pin protects yet.
-    fn writing(&self) -> RwLockReadGuard<'_, ()> {
+    pub(crate) fn writing(&self) -> RwLockReadGuard<'_, ()> {
         // The lock guards no data, so a panic while it was held leaves nothing inconsistent.
         self.gc_lock.read().unwrap_or_else(PoisonError::into_inner)
     }

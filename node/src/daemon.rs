@@ -143,7 +143,17 @@ async fn serve(
         let protocols = network.swarm.protocols().await;
         let addresses = bound.iter().map(|a| format!("{a}/p2p/{peer}")).collect();
         let strategy = config.reprovider.strategy;
-        node.go_online(Online { network, runtime: tokio::runtime::Handle::current(), addresses, protocols, strategy });
+        node.go_online(Online {
+            network: network.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            addresses,
+            protocols,
+            strategy,
+        });
+        let market = crate::market::Market::start(node.clone(), network, shutdown.clone())
+            .await
+            .map_err(|e| DaemonError::Config { key: "Storage", reason: e.to_string() })?;
+        let _ = node.market.set(market);
         // Announce what is pinned again now; Kademlia re-publishes on its interval from here on.
         let announcer = node.clone();
         tokio::task::spawn_blocking(move || {

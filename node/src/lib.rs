@@ -13,6 +13,7 @@ pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod gateway;
+pub mod market;
 pub mod net;
 pub mod online;
 pub mod read;

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
+pub mod chain;
 pub mod daemon;
 
 /// The `btfs` binary of the current build: `target/<profile>/btfs`, next to the `deps/` directory

@@ -4,6 +4,7 @@
 //! text in both modes.
 
 mod backend;
+mod market;
 
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -123,6 +124,15 @@ pub enum Command {
     /// The Bitswap exchange of the running daemon.
     #[command(subcommand)]
     Bitswap(BitswapCommand),
+    /// The storage market: host mode, uploads to hosts, contracts, downloads from shards.
+    #[command(subcommand)]
+    Storage(market::StorageCommand),
+    /// This node's vault, which pays its hosts' cheques.
+    #[command(subcommand)]
+    Vault(market::VaultCommand),
+    /// Cheques sent and received.
+    #[command(subcommand)]
+    Cheque(market::ChequeCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -359,6 +369,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Swarm(cmd) => swarm(&online_client(&path)?, cmd, &mut stdout)?,
         Command::Routing(cmd) => routing(&online_client(&path)?, cmd, &mut stdout)?,
         Command::Bitswap(cmd) => bitswap(&online_client(&path)?, cmd, &mut stdout, json)?,
+        Command::Storage(cmd) => market::storage(&path, cmd, &mut stdout)?,
+        Command::Vault(cmd) => market::vault(&path, cmd, &mut stdout)?,
+        Command::Cheque(cmd) => market::cheque(&path, cmd, &mut stdout)?,
         Command::Add(args) => add(&Backend::open(&path)?, args, &mut stdout, json)?,
         Command::Cat { path: p, offset, length } => {
             Backend::open(&path)?.cat(&p, offset, length, &mut stdout)?;

@@ -147,6 +147,8 @@ impl SwarmHandle {
 #[derive(Clone, Debug)]
 pub struct Network {
     pub swarm: SwarmHandle,
+    /// Opens and accepts protocol streams (Bitswap's and the storage protocol's).
+    pub control: libp2p_stream::Control,
     pub bitswap: Bitswap,
     pub peer_id: PeerId,
 }
@@ -252,7 +254,8 @@ pub async fn start(
         peer_searches: HashMap::new(),
     };
     tokio::spawn(actor.run(rx, shutdown));
-    Ok((Network { swarm: handle, bitswap, peer_id }, bound))
+    let control = swarm.behaviour().stream.new_control();
+    Ok((Network { swarm: handle, control, bitswap, peer_id }, bound))
 }
 
 struct ProviderSearch {
@@ -352,6 +355,7 @@ impl SwarmActor {
                         .collect();
                 protocols.extend(["/ipfs/id/1.0.0".to_string(), "/ipfs/ping/1.0.0".to_string()]);
                 protocols.push(self.kad_protocol.to_string());
+                protocols.push(btfs_contracts_client::wire::PROTOCOL.to_string());
                 protocols.sort();
                 let _ = reply.send(protocols);
             }

@@ -29,6 +29,104 @@ pub struct Config {
     pub reprovider: Reprovider,
     #[serde(default)]
     pub gateway: GatewaySettings,
+    #[serde(default)]
+    pub storage: StorageSettings,
+    #[serde(default)]
+    pub settlement: SettlementSettings,
+}
+
+/// The storage market (`Storage.*`): host mode, and the renter's proof, payment and repair schedule.
+/// Durations are strings such as `30s`, `10m`, `1h` or `30d`; amounts are integers in the token's base unit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct StorageSettings {
+    pub host: HostSettings,
+    /// How often the renter challenges each of its contracts.
+    pub challenge_interval: String,
+    /// How long a host has to answer a challenge.
+    pub challenge_deadline: String,
+    /// Failed challenges in a row after which a contract is treated as lost.
+    pub failure_threshold: u32,
+    /// One payment period: a cheque follows each period whose challenges all passed.
+    pub payment_period: String,
+    /// The share of a contract's price paid when the host confirms it holds the shard, in percent.
+    pub upfront_percent: u8,
+    /// Whether the renter rebuilds the shards of lost contracts and places them on new hosts.
+    pub repair: bool,
+    /// How often the renter's checker looks at its contracts.
+    pub check_interval: String,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            host: HostSettings::default(),
+            challenge_interval: "1h".into(),
+            challenge_deadline: "30s".into(),
+            failure_threshold: 3,
+            payment_period: "1d".into(),
+            upfront_percent: 10,
+            repair: true,
+            check_interval: "10s".into(),
+        }
+    }
+}
+
+/// Host mode (`Storage.Host.*`), set by `btfs storage announce`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct HostSettings {
+    pub enabled: bool,
+    /// Asking price per GiB per day, in the token's base unit (an integer string).
+    pub price_per_gib_day: String,
+    /// Total size of shards this host accepts, as a size string (`100GB`).
+    pub max_storage: String,
+    /// Largest single shard accepted.
+    pub max_shard_size: String,
+    pub min_duration: String,
+    pub max_duration: String,
+}
+
+impl Default for HostSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            price_per_gib_day: "1000".into(),
+            max_storage: "10GB".into(),
+            max_shard_size: "1GB".into(),
+            min_duration: "1m".into(),
+            max_duration: "3650d".into(),
+        }
+    }
+}
+
+/// Where cheques settle (`Settlement.*`): `none` (signed and verified, never cashed) or `evm` (a vault
+/// contract on an EVM chain over JSON-RPC).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct SettlementSettings {
+    pub backend: String,
+    pub rpc_url: String,
+    pub chain_id: u64,
+    /// The ERC-20 token's address (`0x...`).
+    pub token: String,
+    /// This node's vault (as a renter), once deployed or attached.
+    pub vault: String,
+    /// A host cashes a renter's cheques once this much (base units) is uncashed.
+    pub cash_threshold: String,
+}
+
+impl Default for SettlementSettings {
+    fn default() -> Self {
+        Self {
+            backend: "none".into(),
+            rpc_url: "http://127.0.0.1:8545".into(),
+            chain_id: 31337,
+            token: String::new(),
+            vault: String::new(),
+            cash_threshold: "1".into(),
+        }
+    }
 }
 
 /// The HTTP gateway's limits (kubo's `Gateway.*` keys).
@@ -178,7 +276,8 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         "s" => n,
         "m" => n.saturating_mul(60),
         "h" => n.saturating_mul(3600),
-        _ => return Err(format!("{text:?} is not a duration like 30s, 10m or 22h")),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(format!("{text:?} is not a duration like 30s, 10m, 22h or 30d")),
     };
     if secs == 0 {
         return Err("a zero interval is not allowed".into());
@@ -246,6 +345,8 @@ impl ConfigFile {
             },
             reprovider: Reprovider::default(),
             gateway: GatewaySettings::default(),
+            storage: StorageSettings::default(),
+            settlement: SettlementSettings::default(),
         };
         let tree = serde_json::to_value(&typed).unwrap_or(Value::Null);
         Self { tree, typed }
@@ -260,6 +361,7 @@ impl ConfigFile {
         let typed: Config = serde_json::from_value(tree.clone()).map_err(|e| invalid(e.to_string()))?;
         typed.reprovider.interval().map_err(|e| invalid(format!("Reprovider.Interval: {e}")))?;
         typed.gateway.limits().map_err(|e| invalid(format!("Gateway: {e}")))?;
+        crate::market::MarketConfig::from_settings(&typed).map_err(invalid)?;
         Ok(Self { tree, typed })
     }
 
@@ -312,6 +414,8 @@ impl ConfigFile {
             .map_err(|e| ConfigError::BadValue { key: key.into(), reason: e.to_string() })?;
         typed.reprovider.interval().map_err(|reason| ConfigError::BadValue { key: key.into(), reason })?;
         typed.gateway.limits().map_err(|reason| ConfigError::BadValue { key: key.into(), reason })?;
+        crate::market::MarketConfig::from_settings(&typed)
+            .map_err(|reason| ConfigError::BadValue { key: key.into(), reason })?;
         self.tree = tree;
         self.typed = typed;
         Ok(())

@@ -28,6 +28,8 @@ const CF_BLOCKS: &str = "blocks";
 const CF_PINS: &str = "pins";
 const CF_META: &str = "meta";
 const CF_DHT: &str = "dht";
+const CF_CONTRACTS: &str = "contracts";
+const CF_MARKET: &str = "market";
 
 /// Write buffer per memtable for blocks; two or three of these bound the store's write memory.
 const BLOCK_WRITE_BUFFER: usize = 32 * 1024 * 1024;
@@ -151,7 +153,9 @@ impl BlockStore {
             ColumnFamilyDescriptor::new(CF_BLOCKS, blocks),
             ColumnFamilyDescriptor::new(CF_PINS, small.clone()),
             ColumnFamilyDescriptor::new(CF_META, small.clone()),
-            ColumnFamilyDescriptor::new(CF_DHT, small),
+            ColumnFamilyDescriptor::new(CF_DHT, small.clone()),
+            ColumnFamilyDescriptor::new(CF_CONTRACTS, small.clone()),
+            ColumnFamilyDescriptor::new(CF_MARKET, small),
         ];
         let db = DB::open_cf_descriptors(&db_opts, dir, cfs)
             .map_err(|source| StoreError::Open { path: dir.display().to_string(), source })?;
@@ -382,10 +386,62 @@ impl BlockStore {
         Ok(out)
     }
 
+    /// A storage-market record: `Records::Contracts` (contract id → contract record) or `Records::Market`
+    /// (uploads, cheques, reputation, host state; keys prefixed by kind).
+    pub fn record_get(&self, kind: Records, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db.get_cf(self.cf(kind.cf())?, key).map_err(StoreError::Scan)
+    }
+
+    /// Writes storage-market records durably (synced: they are contracts and money), in one batch so that a
+    /// crash leaves either all of them or none.
+    pub fn record_write(&self, put: &[(Records, &[u8], &[u8])], delete: &[(Records, &[u8])]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for (kind, k, v) in put {
+            batch.put_cf(self.cf(kind.cf())?, k, v);
+        }
+        for (kind, k) in delete {
+            batch.delete_cf(self.cf(kind.cf())?, k);
+        }
+        self.write_synced(batch)
+    }
+
+    /// Every storage-market record whose key starts with `prefix`, in key order.
+    pub fn record_scan(&self, kind: Records, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(kind.cf())?);
+        it.seek(prefix);
+        let mut out = Vec::new();
+        while it.valid() {
+            let (Some(key), Some(value)) = (it.key(), it.value()) else { break };
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push((key.to_vec(), value.to_vec()));
+            it.next();
+        }
+        it.status().map_err(StoreError::Scan)?;
+        Ok(out)
+    }
+
     fn write_synced(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
         self.db.write_opt(batch, &opts).map_err(StoreError::Write)
+    }
+}
+
+/// The storage market's column families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Records {
+    Contracts,
+    Market,
+}
+
+impl Records {
+    fn cf(self) -> &'static str {
+        match self {
+            Self::Contracts => CF_CONTRACTS,
+            Self::Market => CF_MARKET,
+        }
     }
 }
 

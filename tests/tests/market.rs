@@ -1,0 +1,242 @@
+//! The storage market end to end, with real `btfs daemon` processes on 127.0.0.1 and the `none` settlement
+//! backend (cheques signed and verified, not cashed; `market_evm.rs` settles on a real chain): a renter
+//! uploads to hosts found through the DHT, proofs pass and cheques arrive; m hosts die at once and the file
+//! still downloads; repair re-places lost shards on fresh hosts until the file has outlived more than m
+//! hosts; a host that deletes its shard is caught, stops being paid, and is replaced.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use btfs_tests::daemon::Daemon;
+use btfs_tests::write_chacha20_file;
+use serde_json::Value;
+
+/// Fast clocks for tests: challenges every 2 s, a period every 6 s.
+const MARKET_CONFIG: &[(&str, &str)] = &[
+    ("Storage.ChallengeInterval", "\"2s\""),
+    ("Storage.ChallengeDeadline", "\"5s\""),
+    ("Storage.FailureThreshold", "2"),
+    ("Storage.PaymentPeriod", "\"6s\""),
+    ("Storage.CheckInterval", "\"1s\""),
+];
+
+pub struct Market {
+    pub boot: Daemon,
+    pub renter: Daemon,
+    pub hosts: Vec<Option<Daemon>>,
+}
+
+fn start_node(bootstrap: &str, host: bool) -> Daemon {
+    let mut config: Vec<(&str, &str)> = MARKET_CONFIG.to_vec();
+    config.push(("Bootstrap", bootstrap));
+    if host {
+        config.push(("Storage.Host.Enabled", "true"));
+        config.push(("Storage.Host.PricePerGiBDay", "\"1000000000\""));
+    }
+    Daemon::start(&config)
+}
+
+impl Market {
+    pub fn start(hosts: usize) -> Self {
+        let boot = Daemon::start(&[]);
+        let bootstrap = format!("[\"{}\"]", boot.tcp_addr());
+        let renter = start_node(&bootstrap, false);
+        let hosts = (0..hosts).map(|_| Some(start_node(&bootstrap, true))).collect();
+        Self { boot, renter, hosts }
+    }
+
+    pub fn host_by_peer(&mut self, peer: &str) -> Option<(usize, &mut Daemon)> {
+        self.hosts
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, h)| h.as_mut().filter(|d| d.peer_id == peer).map(|d| (i, d)))
+    }
+}
+
+fn json(daemon: &Daemon, args: &[&str]) -> Value {
+    let out = daemon.run_ok(args);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("btfs {args:?} printed no JSON ({e}): {out}"))
+}
+
+fn status(renter: &Daemon, id: &str) -> Value {
+    json(renter, &["storage", "upload", "status", id])
+}
+
+/// Waits until `check` holds on the upload's status, or panics with the last status.
+fn wait_status(renter: &Daemon, id: &str, what: &str, limit: Duration, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let s = status(renter, id);
+        if check(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; status: {s:#}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn shards(s: &Value) -> Vec<Value> {
+    s["Shards"].as_array().cloned().unwrap_or_default()
+}
+
+fn all_held(s: &Value) -> bool {
+    s["State"] == "active" && shards(s).iter().all(|x| x["State"] == "stored")
+}
+
+fn hosts_of(s: &Value) -> Vec<String> {
+    shards(s).iter().map(|x| x["Host"].as_str().unwrap_or_default().to_string()).collect()
+}
+
+fn download_matches(renter: &Daemon, cid: &str, original: &Path, out: &Path) {
+    let _ = std::fs::remove_file(out);
+    renter.run_ok(&["storage", "download", cid, "-o", out.to_str().expect("utf-8")]);
+    assert!(std::fs::read(original).expect("read original") == std::fs::read(out).expect("read download"), "download differs");
+}
+
+/// Starts an upload of a fresh file and waits until every shard is held.
+fn upload(m: &Market, dir: &Path, size: u64, k: u32, parity: u32) -> (String, String, std::path::PathBuf) {
+    let src = dir.join("original");
+    write_chacha20_file(&src, "market file", size).expect("write input");
+    let cid = m.renter.run_ok(&["add", "-Q", "--cid-version=1", src.to_str().expect("utf-8")]).trim().to_string();
+    let (k, parity) = (k.to_string(), parity.to_string());
+    let id = m
+        .renter
+        .run_ok(&[
+            "storage", "upload", &cid, "--data-shards", &k, "--parity-shards", &parity, "--piece-size", "64KiB",
+            "--storage-length", "1h",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 16, "storage upload prints a session id, got {id:?}");
+    let s = wait_status(&m.renter, &id, "every shard held", Duration::from_secs(120), all_held);
+    let placed = hosts_of(&s);
+    let distinct: HashSet<&String> = placed.iter().collect();
+    assert_eq!(distinct.len(), placed.len(), "two shards of one file on one host: {placed:?}");
+    // From here on the renter keeps only the manifest: no file, no shards. Downloads and repairs must come
+    // from the hosts.
+    m.renter.run_ok(&["pin", "rm", &cid]);
+    m.renter.run_ok(&["repo", "gc"]);
+    let stat = m.renter.run_ok(&["repo", "stat"]);
+    let objects: u64 = stat
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("NumObjects:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no NumObjects in {stat}"));
+    assert_eq!(objects, 1, "after gc the renter should hold the manifest only: {stat}");
+    (cid, id, src)
+}
+
+#[test]
+fn upload_proofs_cheques_loss_of_m_hosts_and_repair_past_m() {
+    let work = tempfile::tempdir().expect("tempdir");
+    // k=2, m=2: four shards; three spare hosts for repairs.
+    let mut m = Market::start(7);
+    let (cid, id, src) = upload(&m, work.path(), 3 * 1024 * 1024 + 123, 2, 2);
+
+    // Proofs pass on every shard and cheques go out (upfront, then per period).
+    let s = wait_status(&m.renter, &id, "a passed proof on every shard", Duration::from_secs(60), |s| {
+        shards(s).iter().all(|x| x["ProofsPassed"].as_u64().unwrap_or(0) >= 1)
+    });
+    assert!(shards(&s).iter().all(|x| x["ProofsFailed"] == 0), "an honest host failed a proof: {s:#}");
+    assert_eq!(s["Settlement"], "unsettled");
+    let first_host = hosts_of(&s)[0].clone();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (_, host) = m.host_by_peer(&first_host).expect("host is running");
+        let got = json(host, &["cheque", "list"]);
+        let received = got["Received"].as_array().cloned().unwrap_or_default();
+        if received.iter().any(|r| r["Cumulative"].as_str().is_some_and(|c| c != "0")) {
+            assert!(received.iter().all(|r| r["Cashed"] == "unsettled"), "none backend must not show cashed amounts: {got}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "host never received a cheque: {got}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // Kill m = 2 hosts at once (the two data shards' hosts): the file still rebuilds from the parity shards.
+    let placed = hosts_of(&s);
+    for peer in &placed[..2] {
+        let (i, _) = m.host_by_peer(peer).expect("running");
+        if let Some(mut d) = m.hosts[i].take() {
+            d.kill();
+        }
+    }
+    download_matches(&m.renter, &cid, &src, &work.path().join("after-loss"));
+
+    // Repair re-places both lost shards on fresh hosts.
+    let s = wait_status(&m.renter, &id, "repair of the two lost shards", Duration::from_secs(180), |s| {
+        all_held(s) && hosts_of(s).iter().all(|h| !placed[..2].contains(h))
+    });
+    let repaired = hosts_of(&s);
+
+    // Lose a third host (more than m over time): repair again, and the file is still whole.
+    let (i, _) = m.host_by_peer(&repaired[2]).expect("running");
+    if let Some(mut d) = m.hosts[i].take() {
+        d.kill();
+    }
+    let lost = repaired[2].clone();
+    let s = wait_status(&m.renter, &id, "repair after a third loss", Duration::from_secs(180), |s| {
+        all_held(s) && !hosts_of(s).contains(&lost)
+    });
+    assert_eq!(shards(&s).len(), 4);
+    download_matches(&m.renter, &cid, &src, &work.path().join("after-three-losses"));
+
+    let contracts = json(&m.renter, &["storage", "contracts", "list"]);
+    let lost_count = contracts["Contracts"].as_array().map_or(0, |a| a.iter().filter(|c| c["State"] == "lost").count());
+    assert!(lost_count >= 3, "three contracts should be lost: {contracts:#}");
+}
+
+#[test]
+fn a_host_that_deletes_its_shard_is_caught_unpaid_and_replaced() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let mut m = Market::start(4);
+    let (cid, id, src) = upload(&m, work.path(), 1024 * 1024, 2, 1);
+    let s = status(&m.renter, &id);
+    let cheat_peer = hosts_of(&s)[0].clone();
+    let shard = shards(&s)[0]["Cid"].as_str().expect("shard cid").to_string();
+    {
+        let (_, cheat) = m.host_by_peer(&cheat_peer).expect("running");
+        cheat.run_ok(&["pin", "rm", &shard]);
+        cheat.run_ok(&["repo", "gc"]);
+    }
+    let s = wait_status(&m.renter, &id, "the cheat caught and replaced", Duration::from_secs(120), |s| {
+        all_held(s) && !hosts_of(s).contains(&cheat_peer)
+    });
+    assert!(all_held(&s));
+    let contracts = json(&m.renter, &["storage", "contracts", "list"]);
+    let cheat = contracts["Contracts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["Peer"] == cheat_peer.as_str()).cloned())
+        .expect("the cheat's contract");
+    assert_eq!(cheat["State"], "lost", "{cheat:#}");
+    assert!(cheat["ProofsFailed"].as_u64().unwrap_or(0) >= 2, "{cheat:#}");
+    // Paid no more than the upfront part and periods before the deletion; not paid after: check it stops.
+    let paid_then = cheat["Paid"].as_str().unwrap_or("0").to_string();
+    std::thread::sleep(Duration::from_secs(8));
+    let contracts = json(&m.renter, &["storage", "contracts", "list"]);
+    let cheat = contracts["Contracts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["Peer"] == cheat_peer.as_str()).cloned())
+        .expect("the cheat's contract");
+    assert_eq!(cheat["Paid"].as_str().unwrap_or("0"), paid_then, "a lost contract was paid again");
+    download_matches(&m.renter, &cid, &src, &work.path().join("after-cheat"));
+}
+
+#[test]
+fn default_ten_plus_twenty_on_thirty_hosts_survives_losing_twenty_at_once() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let mut m = Market::start(30);
+    // 10 data + 20 parity (the defaults, given explicitly so the test says what it checks).
+    let (cid, id, src) = upload(&m, work.path(), 2 * 1024 * 1024 + 7, 10, 20);
+    let s = status(&m.renter, &id);
+    assert_eq!(shards(&s).len(), 30);
+    // Kill twenty hosts at once, data shards' hosts first: only ten parity shards are left.
+    for peer in hosts_of(&s).iter().take(20) {
+        let (i, _) = m.host_by_peer(peer).expect("running");
+        if let Some(mut d) = m.hosts[i].take() {
+            d.kill();
+        }
+    }
+    download_matches(&m.renter, &cid, &src, &work.path().join("from-ten-parity-shards"));
+}
