@@ -10,6 +10,7 @@ pub mod car;
 pub mod chunk;
 pub mod dagpb;
 pub mod dir;
+pub mod erasure;
 pub mod file;
 pub mod hash;
 pub mod import;
