@@ -591,7 +591,8 @@ mod tests {
         for lost in [0usize, 9, 10, 29] {
             let mut rebuilt = ShardFileBuilder::new(p.piece_size);
             let mut blocks = Vec::new();
-            for stripe in 0..all[0].len() {
+            for stripe in 0..dec.stripes() {
+                let stripe = usize::try_from(stripe).expect("small");
                 // Keep k shards only, none of them the lost one.
                 let keep: Vec<usize> = (0..30).filter(|&j| j != lost).rev().take(10).collect();
                 let mut ps: Vec<Option<Vec<u8>>> =
