@@ -15,6 +15,7 @@ pub mod file;
 pub mod hash;
 pub mod import;
 pub mod links;
+pub mod manifest;
 pub mod recipe;
 pub mod tar;
 pub mod unixfs;
