@@ -16,6 +16,7 @@ pub mod hash;
 pub mod import;
 pub mod links;
 pub mod manifest;
+pub mod proof;
 pub mod recipe;
 pub mod tar;
 pub mod unixfs;
