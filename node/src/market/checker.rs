@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use btfs_chunker::Cid;
 use btfs_chunker::proof::{self, StorageProof};
-use btfs_contracts_client::U256;
+use btfs_contracts_client::{B256, U256};
 use btfs_contracts_client::cheque::{Cheque, SignedCheque};
 use btfs_contracts_client::wire::{Request, Response};
 use libp2p::PeerId;
@@ -237,7 +237,7 @@ impl Market {
         let signed = {
             let _ledger = self.ledger.lock().await;
             let id = id.to_string();
-            self.blocking(move |m| -> Result<Option<(SentCheques, [u8; 32])>, MarketError> {
+            self.blocking(move |m| -> Result<Option<(SentCheques, B256)>, MarketError> {
                 let mut r = m.contract_record(&id)?.ok_or(MarketError::NoContract(id.clone()))?;
                 let terms = r.contract.contract.clone();
                 let amount = match period {
@@ -260,7 +260,12 @@ impl Market {
                 let key = format!("sent/{:#x}", terms.host);
                 let previous: Option<SentCheques> = records::get(m.store(), Records::Market, &key)?;
                 let last = previous.as_ref().map_or(U256::ZERO, |s| s.last.cheque.cumulative_payout);
-                let cheque = Cheque { vault: terms.vault, beneficiary: terms.host, cumulative_payout: last + amount };
+                let cheque = Cheque {
+                    chain_id: terms.chain_id,
+                    vault: terms.vault,
+                    beneficiary: terms.host,
+                    cumulative_payout: last + amount,
+                };
                 let signed = SignedCheque::sign(cheque, &m.key).map_err(|e| MarketError::Settlement(e.to_string()))?;
                 let sent = SentCheques { beneficiary: format!("{:#x}", terms.host), peer: r.peer.clone(), last: signed, delivered: false };
                 r.paid = (r.paid.parse::<U256>().unwrap_or(U256::ZERO) + amount).to_string();
@@ -277,7 +282,7 @@ impl Market {
     }
 
     /// Sends the latest cheque to its host; marks it delivered when the host takes it.
-    async fn deliver(self: &Arc<Self>, sent: SentCheques, contract_id: [u8; 32]) {
+    async fn deliver(self: &Arc<Self>, sent: SentCheques, contract_id: B256) {
         let Ok(peer) = sent.peer.parse::<PeerId>() else { return };
         let req = Request::Pay { contract_id, cheque: sent.last.clone() };
         match proto::request(self, peer, &req, Duration::from_secs(20)).await {
@@ -358,7 +363,7 @@ impl Market {
             .and_then(|m| Cid::try_from(m).ok())
             .ok_or_else(|| MarketError::Failed("upload has no manifest".into()))?;
         let data = self.store().get_local(&manifest_cid)?.ok_or_else(|| MarketError::Failed("manifest block missing".into()))?;
-        let manifest = btfs_chunker::erasure::UploadManifest::from_block(&data).map_err(|e| MarketError::Failed(e.to_string()))?;
+        let manifest = btfs_chunker::manifest::UploadManifest::from_block(&data).map_err(|e| MarketError::Failed(e.to_string()))?;
         tracing::info!(upload, shard = index, "repairing: rebuilding the shard from the others");
         {
             let _ledger = self.ledger.lock().await;
@@ -441,11 +446,12 @@ impl Market {
 
     /// Cashes one vault's latest cheque on chain and records how much is cashed.
     pub(super) async fn cash(self: &Arc<Self>, r: ReceivedCheques) -> Result<serde_json::Value, MarketError> {
-        let outcome = self.settlement.cash(&r.last).await;
+        let settlement = self.settlement().await?;
+        let outcome = settlement.cash(&r.last).await;
         let _ledger = self.ledger.lock().await;
         let key = format!("recv/{}", r.vault);
         let vault = r.last.cheque.vault;
-        let paid_out = self.settlement.paid_out(vault, self.address).await.ok().flatten();
+        let paid_out = settlement.paid_out(vault, self.address).await.ok().flatten();
         let error = outcome.as_ref().err().map(ToString::to_string);
         let key2 = key.clone();
         self.blocking(move |m| -> Result<(), MarketError> {

@@ -13,7 +13,7 @@ use btfs_chunker::Cid;
 use btfs_contracts_client::cheque::{ChequeCheck, SignedCheque};
 use btfs_contracts_client::contract::{HostTerms, SignedContract};
 use btfs_contracts_client::wire::{HostAd, RefuseCode, Request, Response, SignedHostAd};
-use btfs_contracts_client::U256;
+use btfs_contracts_client::{B256, U256};
 use libp2p::PeerId;
 
 use super::records::{self, ContractRecord, ContractState, ReceivedCheques, Role};
@@ -21,6 +21,8 @@ use super::{Market, SettlementChoice, address_of_peer, now, proto};
 use crate::net::bitswap::session::FetchOptions;
 use crate::repo::store::Records;
 
+/// How far a contract's start may be from the host's clock (skew plus the time a proposal is in flight).
+const START_SKEW: u64 = 300;
 /// How long a quote is valid.
 const QUOTE_TTL: u64 = 600;
 /// A shard fetch gives up when no block has arrived for this long.
@@ -30,7 +32,7 @@ const NOTIFY_TIMEOUT: Duration = Duration::from_secs(20);
 
 type Refusal = (RefuseCode, String);
 
-pub(super) fn contract_id_hex(id: &[u8; 32]) -> String {
+pub(super) fn contract_id_hex(id: &B256) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -46,6 +48,8 @@ impl Market {
             max_duration: c.max_duration.as_secs(),
             chain_id,
             token,
+            settlement: c.kind(),
+            max_start_skew: START_SKEW,
         }
     }
 
@@ -98,10 +102,7 @@ impl Market {
             max_duration: c.max_duration.as_secs(),
             chain_id,
             token,
-            settlement: match c.settlement {
-                SettlementChoice::None => "none".into(),
-                SettlementChoice::Evm { .. } => "evm".into(),
-            },
+            settlement: c.kind(),
             issued_at,
             expires_at: issued_at + QUOTE_TTL,
         };
@@ -124,6 +125,21 @@ impl Market {
             ));
         }
         signed.validate_terms(now(), &self.terms()).map_err(|e| Self::refuse(RefuseCode::Terms, e.to_string()))?;
+        if let SettlementChoice::Evm { .. } = c.settlement {
+            // Cheques will be drawn on the named vault: it must be the renter's own, with money in it.
+            let vault = signed.contract.vault;
+            let settlement = self.settlement().await.map_err(|e| Self::refuse(RefuseCode::Busy, e.to_string()))?;
+            match settlement.issuer(vault).await {
+                Ok(Some(issuer)) if issuer == signed.contract.renter => {}
+                Ok(other) => {
+                    return Err(Self::refuse(
+                        RefuseCode::Terms,
+                        format!("vault {vault:#x} is not the renter's (issuer {other:?})"),
+                    ));
+                }
+                Err(e) => return Err(Self::refuse(RefuseCode::Busy, format!("cannot check the vault: {e}"))),
+            }
+        }
         let shard = Cid::try_from(signed.contract.shard_cid.as_slice())
             .map_err(|e| Self::refuse(RefuseCode::Terms, format!("shard CID is invalid: {e}")))?;
         let id = contract_id_hex(&signed.contract.contract_id);
@@ -177,7 +193,7 @@ impl Market {
     }
 
     /// Fetches and pins a newly accepted shard, then tells the renter.
-    async fn fetch_shard(self: Arc<Self>, mut record: ContractRecord) {
+    pub(super) async fn fetch_shard(self: Arc<Self>, mut record: ContractRecord) {
         let Ok(shard) = Cid::try_from(record.shard_cid.as_str()) else { return };
         let opts = FetchOptions { recursive: true, stall: FETCH_STALL };
         let fetched = self.network.bitswap.fetch(vec![shard], opts).await;
@@ -231,7 +247,7 @@ impl Market {
     }
 
     /// Loads a host contract that `peer` (its renter) may act on.
-    async fn host_contract(self: &Arc<Self>, peer: PeerId, contract_id: [u8; 32]) -> Result<ContractRecord, Refusal> {
+    async fn host_contract(self: &Arc<Self>, peer: PeerId, contract_id: B256) -> Result<ContractRecord, Refusal> {
         let id = contract_id_hex(&contract_id);
         let lookup = id.clone();
         let record = self
@@ -250,7 +266,7 @@ impl Market {
     pub(super) async fn host_challenge(
         self: &Arc<Self>,
         peer: PeerId,
-        contract_id: [u8; 32],
+        contract_id: B256,
         leaf_index: u64,
     ) -> Result<Response, Refusal> {
         let record = self.host_contract(peer, contract_id).await?;
@@ -273,7 +289,7 @@ impl Market {
     pub(super) async fn host_pay(
         self: &Arc<Self>,
         peer: PeerId,
-        contract_id: [u8; 32],
+        contract_id: B256,
         cheque: SignedCheque,
     ) -> Result<Response, Refusal> {
         let _ledger = self.ledger.lock().await;
@@ -288,21 +304,26 @@ impl Market {
             .map_err(|e| Self::refuse(RefuseCode::Busy, e.to_string()))?
             .map_err(|e| Self::refuse(RefuseCode::Busy, e.to_string()))?;
         let last = previous.as_ref().map_or(U256::ZERO, |p| p.last.cheque.cumulative_payout);
-        let delta = ChequeCheck::verify(&cheque, terms.renter, vault, self.address, last)
-            .map_err(|e| Self::refuse(RefuseCode::Cheque, e.to_string()))?;
+        // The contract's renter must be the vault's issuer (checked on chain when proposing, under `evm`).
+        let check = ChequeCheck { issuer: terms.renter, vault, beneficiary: self.address, chain_id: terms.chain_id };
+        let delta = check.verify(&cheque, last).map_err(|e| Self::refuse(RefuseCode::Cheque, e.to_string()))?;
         if let SettlementChoice::Evm { .. } = self.config().settlement {
             // The vault must cover everything not yet cashed, this cheque included.
             let cashed = previous.as_ref().and_then(|p| p.cashed.parse::<U256>().ok()).unwrap_or(U256::ZERO);
-            let paid_out = self.settlement.paid_out(vault, self.address).await.ok().flatten().unwrap_or(cashed);
-            match self.settlement.vault_balance(vault).await {
+            let settlement = self.settlement().await;
+            let paid_out = match &settlement {
+                Ok(s) => s.paid_out(vault, self.address).await.ok().flatten().unwrap_or(cashed),
+                Err(_) => cashed,
+            };
+            let balance = match &settlement {
+                Ok(s) => s.vault_balance(vault).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match balance {
                 Ok(Some(balance)) => {
-                    let needed = cheque.cheque.cumulative_payout.saturating_sub(paid_out);
-                    if balance < needed {
-                        return Err(Self::refuse(
-                            RefuseCode::Cheque,
-                            format!("vault {vault:#x} holds {balance}, the cheque needs {needed}"),
-                        ));
-                    }
+                    check
+                        .check_funds(&cheque, paid_out, balance)
+                        .map_err(|e| Self::refuse(RefuseCode::Cheque, e.to_string()))?;
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -332,7 +353,7 @@ impl Market {
         Ok(Response::ChequeAccepted { cumulative: cheque.cheque.cumulative_payout })
     }
 
-    pub(super) async fn host_release(self: &Arc<Self>, peer: PeerId, contract_id: [u8; 32]) -> Result<Response, Refusal> {
+    pub(super) async fn host_release(self: &Arc<Self>, peer: PeerId, contract_id: B256) -> Result<Response, Refusal> {
         let _ledger = self.ledger.lock().await;
         let record = self.host_contract(peer, contract_id).await?;
         self.end_host_contract(record, ContractState::Released, "released by the renter")

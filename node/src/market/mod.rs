@@ -121,12 +121,25 @@ impl MarketConfig {
         Ok(out)
     }
 
+    fn kind(&self) -> btfs_contracts_client::SettlementKind {
+        match self.settlement {
+            SettlementChoice::None => btfs_contracts_client::SettlementKind::None,
+            SettlementChoice::Evm { .. } => btfs_contracts_client::SettlementKind::Evm,
+        }
+    }
+
     fn chain(&self) -> (u64, Address, Address) {
         match &self.settlement {
             SettlementChoice::None => (0, Address::ZERO, Address::ZERO),
             SettlementChoice::Evm { chain_id, token, vault, .. } => (*chain_id, *token, vault.unwrap_or(Address::ZERO)),
         }
     }
+}
+
+/// The chain side of the market.
+enum Chain {
+    None(Arc<NoSettlement>),
+    Evm { config: EvmConfig, conn: tokio::sync::OnceCell<Arc<EvmSettlement>> },
 }
 
 /// Errors of market commands, each naming what went wrong.
@@ -156,10 +169,9 @@ pub struct Market {
     network: Network,
     key: NodeKey,
     address: Address,
-    settlement: Arc<dyn Settlement>,
+    chain: Chain,
     /// Serialises read-modify-write of records (contracts, cheques, uploads).
     ledger: tokio::sync::Mutex<()>,
-    shutdown: CancellationToken,
     /// Uploads and repairs running in this process (so the checker does not start one twice).
     running: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -188,7 +200,9 @@ pub fn address_of_peer(peer: &PeerId) -> Option<Address> {
     }
     let key = libp2p::identity::PublicKey::try_decode_protobuf(mh.digest()).ok()?;
     let key = key.try_into_secp256k1().ok()?;
-    btfs_contracts_client::address_from_public_key(&key.to_bytes_uncompressed()).ok()
+    let uncompressed = key.to_bytes_uncompressed();
+    // 0x04 || x || y; the address is the last 20 bytes of keccak(x || y).
+    Some(Address::from_raw_public_key(uncompressed.get(1..)?))
 }
 
 impl Market {
@@ -205,22 +219,20 @@ impl Market {
             .to_bytes();
         let key = NodeKey::from_secret(&secret).map_err(|e| MarketError::Invalid(e.to_string()))?;
         let address = key.address();
-        let settlement: Arc<dyn Settlement> = match &config.settlement {
-            SettlementChoice::None => Arc::new(NoSettlement),
-            SettlementChoice::Evm { rpc_url, chain_id, token, vault, .. } => {
-                let evm = EvmConfig { rpc_url: rpc_url.clone(), chain_id: *chain_id, token: *token, vault: *vault };
-                // The chain may be down at start: the node still runs, and payments queue until it is back.
-                Arc::new(EvmSettlement::new(evm, key.clone()).map_err(|e| MarketError::Settlement(e.to_string()))?)
-            }
+        let chain = match &config.settlement {
+            SettlementChoice::None => Chain::None(Arc::new(NoSettlement)),
+            SettlementChoice::Evm { rpc_url, chain_id, token, vault, .. } => Chain::Evm {
+                config: EvmConfig { rpc_url: rpc_url.clone(), chain_id: *chain_id, token: *token, vault: *vault },
+                conn: tokio::sync::OnceCell::new(),
+            },
         };
         let market = Arc::new(Self {
             node,
             network,
             key,
             address,
-            settlement,
+            chain,
             ledger: tokio::sync::Mutex::new(()),
-            shutdown: shutdown.clone(),
             running: Default::default(),
         });
         tokio::spawn(proto::serve(market.clone(), shutdown.clone()));
@@ -233,6 +245,33 @@ impl Market {
 
     pub fn address(&self) -> Address {
         self.address
+    }
+
+    /// The EVM connection (made on first use, so that a chain that is down when the daemon starts only
+    /// delays payments), or `None` under the `none` backend.
+    async fn evm(&self) -> Result<Option<Arc<EvmSettlement>>, MarketError> {
+        match &self.chain {
+            Chain::None(_) => Ok(None),
+            Chain::Evm { config, conn } => conn
+                .get_or_try_init(|| async {
+                    EvmSettlement::connect(config.clone(), self.key.clone()).await.map(Arc::new)
+                })
+                .await
+                .cloned()
+                .map(Some)
+                .map_err(|e| MarketError::Settlement(e.to_string())),
+        }
+    }
+
+    /// The settlement backend in use.
+    async fn settlement(&self) -> Result<Arc<dyn Settlement>, MarketError> {
+        match &self.chain {
+            Chain::None(none) => Ok(none.clone()),
+            Chain::Evm { .. } => match self.evm().await? {
+                Some(evm) => Ok(evm),
+                None => Err(MarketError::Settlement("no chain connection".into())),
+            },
+        }
     }
 
     /// The current settings (validated whenever the config is loaded or changed, so the fallback is only

@@ -38,12 +38,10 @@ impl Market {
                 "TokenBalance": "unsettled",
             })),
             SettlementChoice::Evm { vault, .. } => {
-                let own = self.settlement.token_balance(self.address).await.map_err(settle)?;
-                let (balance, paid) = match vault {
-                    Some(v) => (
-                        self.settlement.vault_balance(v).await.map_err(settle)?,
-                        self.settlement.total_paid_out(v).await.map_err(settle)?,
-                    ),
+                let s = self.settlement().await?;
+                let own = s.token_balance(self.address).await.map_err(settle)?;
+                let (balance, issuer) = match vault {
+                    Some(v) => (s.vault_balance(v).await.map_err(settle)?, s.issuer(v).await.map_err(settle)?),
                     None => (None, None),
                 };
                 Ok(json!({
@@ -51,7 +49,7 @@ impl Market {
                     "Address": format!("{:#x}", self.address),
                     "Vault": vault.map(|v| format!("{v:#x}")),
                     "Balance": amount(balance),
-                    "TotalPaidOut": amount(paid),
+                    "Issuer": issuer.map(|a| format!("{a:#x}")),
                     "TokenBalance": amount(own),
                 }))
             }
@@ -63,7 +61,8 @@ impl Market {
         let SettlementChoice::Evm { token, .. } = self.config().settlement else {
             return Err(MarketError::Invalid("Settlement.Backend is none: there is no chain to deploy to".into()));
         };
-        let vault = self.settlement.deploy_vault(token).await.map_err(|e| MarketError::Settlement(e.to_string()))?;
+        let evm = self.evm().await?.ok_or_else(|| MarketError::Invalid("no chain configured".into()))?;
+        let vault = evm.deploy_vault(token).await.map_err(|e| MarketError::Settlement(e.to_string()))?;
         let text = format!("{vault:#x}");
         let value = Value::String(text.clone());
         self.blocking(move |m| m.node.config_set("Settlement.Vault", value)).await?.map_err(|e| MarketError::Failed(e.to_string()))?;
@@ -73,14 +72,14 @@ impl Market {
     /// `vault deposit <amount>`.
     pub async fn vault_deposit(self: &Arc<Self>, value: U256) -> Result<Value, MarketError> {
         let vault = self.vault()?;
-        let receipt = self.settlement.deposit(vault, value).await.map_err(|e| MarketError::Settlement(e.to_string()))?;
+        let receipt = self.settlement().await?.deposit(vault, value).await.map_err(|e| MarketError::Settlement(e.to_string()))?;
         Ok(json!({ "Vault": format!("{vault:#x}"), "Deposited": value.to_string(), "Tx": format!("{receipt:?}") }))
     }
 
     /// `vault withdraw <amount>`.
     pub async fn vault_withdraw(self: &Arc<Self>, value: U256) -> Result<Value, MarketError> {
         let vault = self.vault()?;
-        let receipt = self.settlement.withdraw(vault, value).await.map_err(|e| MarketError::Settlement(e.to_string()))?;
+        let receipt = self.settlement().await?.withdraw(vault, value).await.map_err(|e| MarketError::Settlement(e.to_string()))?;
         Ok(json!({ "Vault": format!("{vault:#x}"), "Withdrawn": value.to_string(), "Tx": format!("{receipt:?}") }))
     }
 

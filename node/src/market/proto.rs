@@ -26,7 +26,7 @@ const READ_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Errors of one exchange with a peer.
 #[derive(Debug, thiserror::Error)]
-pub enum ProtoError {
+pub(crate) enum ProtoError {
     #[error("cannot reach {peer}: {reason}")]
     Connect { peer: PeerId, reason: String },
     #[error("{peer} does not speak {}", wire::PROTOCOL)]

@@ -14,12 +14,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use btfs_chunker::erasure::{ErasureParams, ShardDecoder, ShardEncoder, ShardFileBuilder, UploadManifest, shard_leaves};
+use btfs_chunker::erasure::{ErasureParams, ShardDecoder, ShardEncoder, ShardFileBuilder, shard_leaves};
+use btfs_chunker::manifest::UploadManifest;
 use btfs_chunker::recipe::{ImportRecipe, RecipeHasher};
 use btfs_chunker::{Block, Cid};
 use btfs_contracts_client::contract::{Contract, SignedContract, quote_price};
 use btfs_contracts_client::wire::{Request, Response, SignedHostAd};
-use btfs_contracts_client::U256;
+use btfs_contracts_client::{B256, U256};
 use libp2p::PeerId;
 use rand::RngCore;
 use serde::Serialize;
@@ -253,7 +254,7 @@ impl Market {
         let _writing = self.node.writing();
         let mut sink = BlockSink { store, pending: Vec::new(), error: None };
         let mut encoder = ShardEncoder::new(params).map_err(|e| MarketError::Invalid(e.to_string()))?;
-        let mut hasher = RecipeHasher::new(recipe.clone());
+        let mut hasher = RecipeHasher::new(&recipe);
         struct Feed<'a, 'b> {
             encoder: &'a mut ShardEncoder,
             hasher: &'a mut RecipeHasher,
@@ -263,7 +264,7 @@ impl Market {
             fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
                 self.hasher.push(buf);
                 let sink = &mut *self.sink;
-                self.encoder.push(buf, &mut |b| sink.push(b));
+                self.encoder.push(buf, &mut |b| sink.push(b)).map_err(std::io::Error::other)?;
                 Ok(buf.len())
             }
             fn flush(&mut self) -> std::io::Result<()> {
@@ -283,9 +284,7 @@ impl Market {
         let manifest = UploadManifest {
             file,
             file_size: encoded.file_size,
-            data_shards: params.data_shards,
-            parity_shards: params.parity_shards,
-            piece_size: params.piece_size,
+            erasure: params,
             shards: encoded.shards.iter().map(|s| s.cid).collect(),
             shard_size: encoded.shards.first().map_or(0, |s| s.size),
             recipe,
@@ -305,7 +304,7 @@ impl Market {
     }
 
     /// Quotes from the hosts named for `upload` or found in the DHT, within its terms, best first.
-    async fn find_hosts(self: &Arc<Self>, upload: &UploadRecord) -> Result<Vec<HostQuote>, MarketError> {
+    pub(super) async fn find_hosts(self: &Arc<Self>, upload: &UploadRecord) -> Result<Vec<HostQuote>, MarketError> {
         let max_price = upload.max_price.as_deref().and_then(|p| p.parse::<U256>().ok());
         self.quotes(&upload.hosts, upload.shard_size, upload.duration_secs, max_price).await
     }
@@ -384,7 +383,7 @@ impl Market {
                 address: format!("{:#x}", ad.ad.host),
                 price_per_gib_day: ad.ad.price_per_gib_day.to_string(),
                 free_space: ad.ad.free_space,
-                settlement: ad.ad.settlement.clone(),
+                settlement: ad.ad.settlement.to_string(),
                 reputation,
                 ad: Some(ad),
             });
@@ -468,11 +467,13 @@ impl Market {
         let c = self.config();
         let (chain_id, token, vault) = c.chain();
         let start = now();
-        let mut contract_id = [0u8; 32];
-        rand::rng().fill_bytes(&mut contract_id);
-        let mut upload_id = [0u8; 32];
-        let id_bytes = upload.id.as_bytes();
-        upload_id[..id_bytes.len().min(32)].copy_from_slice(&id_bytes[..id_bytes.len().min(32)]);
+        let mut id_bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut id_bytes);
+        let contract_id = B256::from(id_bytes);
+        let mut upload_bytes = [0u8; 32];
+        let text = upload.id.as_bytes();
+        upload_bytes[..text.len().min(32)].copy_from_slice(&text[..text.len().min(32)]);
+        let upload_id = B256::from(upload_bytes);
         let price = quote_price(upload.shard_size, upload.duration_secs, ad.ad.price_per_gib_day);
         let upfront = price * U256::from(c.upfront_percent) / U256::from(100u8);
         let contract = Contract {
@@ -582,7 +583,7 @@ impl Market {
     pub(super) async fn renter_stored(
         self: &Arc<Self>,
         peer: PeerId,
-        contract_id: [u8; 32],
+        contract_id: B256,
     ) -> Result<Response, (btfs_contracts_client::wire::RefuseCode, String)> {
         use btfs_contracts_client::wire::RefuseCode;
         let id = contract_id_hex(&contract_id);
@@ -740,7 +741,7 @@ impl Market {
                 .ok_or_else(|| MarketError::Failed(format!("manifest {manifest_cid} not found")))?;
             UploadManifest::from_block(&data).map_err(|e| MarketError::Failed(format!("manifest {manifest_cid}: {e}")))?
         };
-        let k = manifest.data_shards;
+        let k = manifest.erasure.data_shards;
         let (have, missing) = self.fetch_shards(&manifest.shards, k, &[]).await;
         if have.len() < k {
             return Err(MarketError::Failed(format!(
@@ -780,18 +781,14 @@ impl Market {
     fn rebuild_file(&self, manifest: &UploadManifest, have: &[usize], out: &Path) -> Result<(), MarketError> {
         let store = self.store();
         let mut get = |cid: &Cid| store.get_local(cid).ok().flatten();
-        let total = manifest.data_shards + manifest.parity_shards;
+        let total = manifest.erasure.total_shards();
         let mut leaves: Vec<Option<Vec<Cid>>> = vec![None; total];
         for &i in have {
             leaves[i] = Some(shard_leaves(&manifest.shards[i], &mut get).map_err(|e| MarketError::Failed(e.to_string()))?);
         }
-        let params = ErasureParams {
-            data_shards: manifest.data_shards,
-            parity_shards: manifest.parity_shards,
-            piece_size: manifest.piece_size,
-        };
+        let params = manifest.erasure;
         let mut decoder = ShardDecoder::new(params, manifest.file_size).map_err(|e| MarketError::Failed(e.to_string()))?;
-        let mut hasher = RecipeHasher::new(manifest.recipe.clone());
+        let mut hasher = RecipeHasher::new(&manifest.recipe);
         let tmp = out.with_extension("btfs-partial");
         let mut file = std::io::BufWriter::new(
             std::fs::File::create(&tmp).map_err(|e| MarketError::Failed(format!("{}: {e}", tmp.display())))?,
@@ -805,8 +802,8 @@ impl Market {
                     pieces[i] = cid.and_then(|c| get(&c));
                 }
                 let data = decoder.decode_stripe(&mut pieces).map_err(|e| MarketError::Failed(format!("stripe {s}: {e}")))?;
-                hasher.push(data);
-                file.write_all(data).map_err(|e| MarketError::Failed(format!("{}: {e}", tmp.display())))?;
+                hasher.push(&data);
+                file.write_all(&data).map_err(|e| MarketError::Failed(format!("{}: {e}", tmp.display())))?;
             }
             file.flush().map_err(|e| MarketError::Failed(format!("{}: {e}", tmp.display())))?;
             let rebuilt = hasher.finish();
@@ -827,7 +824,7 @@ impl Market {
     /// Rebuilds shard `lost` of an upload from `k` others into the store (pinned until placed); the rebuilt
     /// shard must get its original CID.
     pub(super) async fn rebuild_shard(self: &Arc<Self>, manifest: UploadManifest, lost: usize) -> Result<(), MarketError> {
-        let k = manifest.data_shards;
+        let k = manifest.erasure.data_shards;
         let (have, _) = self.fetch_shards(&manifest.shards, k, &[lost]).await;
         if have.len() < k {
             return Err(MarketError::Failed(format!("only {} of {k} shards reachable; cannot rebuild shard {lost}", have.len())));
@@ -835,21 +832,17 @@ impl Market {
         self.blocking(move |m| -> Result<(), MarketError> {
             let store = m.store();
             let mut get = |cid: &Cid| store.get_local(cid).ok().flatten();
-            let total = manifest.data_shards + manifest.parity_shards;
+            let total = manifest.erasure.total_shards();
             let mut leaves: Vec<Option<Vec<Cid>>> = vec![None; total];
             for &i in &have {
                 leaves[i] = Some(shard_leaves(&manifest.shards[i], &mut get).map_err(|e| MarketError::Failed(e.to_string()))?);
             }
-            let params = ErasureParams {
-                data_shards: manifest.data_shards,
-                parity_shards: manifest.parity_shards,
-                piece_size: manifest.piece_size,
-            };
+            let params = manifest.erasure;
             let decoder =
                 ShardDecoder::new(params, manifest.file_size).map_err(|e| MarketError::Failed(e.to_string()))?;
             let _writing = m.node.writing();
             let mut sink = BlockSink { store, pending: Vec::new(), error: None };
-            let mut builder = ShardFileBuilder::new(manifest.piece_size);
+            let mut builder = ShardFileBuilder::new(manifest.erasure.piece_size);
             let stripes = leaves.iter().flatten().next().map_or(0, Vec::len);
             for s in 0..stripes {
                 let mut pieces: Vec<Option<Vec<u8>>> = vec![None; total];
@@ -859,7 +852,9 @@ impl Market {
                 }
                 decoder.reconstruct_all(&mut pieces).map_err(|e| MarketError::Failed(format!("stripe {s}: {e}")))?;
                 let piece = pieces[lost].as_deref().ok_or_else(|| MarketError::Failed("piece not rebuilt".into()))?;
-                builder.push_piece(piece, &mut |b| sink.push(b));
+                builder
+                    .push_piece(piece, &mut |b| sink.push(b))
+                    .map_err(|e| MarketError::Failed(format!("stripe {s}: {e}")))?;
             }
             let info = builder.finish(&mut |b| sink.push(b));
             sink.flush();

@@ -144,13 +144,19 @@ impl SwarmHandle {
 }
 
 /// The running network: swarm and Bitswap handles.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Network {
     pub swarm: SwarmHandle,
     /// Opens and accepts protocol streams (Bitswap's and the storage protocol's).
     pub control: libp2p_stream::Control,
     pub bitswap: Bitswap,
     pub peer_id: PeerId,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network").field("peer_id", &self.peer_id).finish_non_exhaustive()
+    }
 }
 
 fn is_loopback_only(addrs: &[Multiaddr]) -> bool {
@@ -228,7 +234,8 @@ pub async fn start(
     let (tx, rx) = mpsc::channel(256);
     let handle = SwarmHandle { tx };
     let control = swarm.behaviour().stream.new_control();
-    let bitswap = Bitswap::start(node.clone(), control, handle.clone(), shutdown.clone()).map_err(NetError::Setup)?;
+    let bitswap =
+        Bitswap::start(node.clone(), control.clone(), handle.clone(), shutdown.clone()).map_err(NetError::Setup)?;
 
     for addr in &config.bootstrap {
         let Some(Protocol::P2p(peer)) = addr.iter().last() else {
@@ -254,7 +261,6 @@ pub async fn start(
         peer_searches: HashMap::new(),
     };
     tokio::spawn(actor.run(rx, shutdown));
-    let control = swarm.behaviour().stream.new_control();
     Ok((Network { swarm: handle, control, bitswap, peer_id }, bound))
 }
 

@@ -31,19 +31,18 @@ pub(super) fn routes() -> Router<RpcContext> {
         .route("/cheque/cash", post(cheque_cash))
 }
 
-impl From<MarketError> for ApiError {
-    fn from(e: MarketError) -> Self {
-        match e {
-            MarketError::Invalid(_) | MarketError::NoUpload(_) | MarketError::NoContract(_) => {
-                ApiError::bad_request(e.to_string())
-            }
-            other => ApiError::failed(other.to_string()),
+/// Bad arguments are 400 with kubo's code 1; everything else a failed command.
+fn api(e: MarketError) -> ApiError {
+    match e {
+        MarketError::Invalid(_) | MarketError::NoUpload(_) | MarketError::NoContract(_) => {
+            ApiError::bad_request(e.to_string())
         }
+        other => ApiError::from(other),
     }
 }
 
 fn market(ctx: &RpcContext) -> Result<Arc<Market>, ApiError> {
-    Ok(ctx.node.market()?.clone())
+    ctx.node.market().cloned().map_err(api)
 }
 
 fn parse_cid(text: &str) -> Result<Cid, ApiError> {
@@ -103,7 +102,7 @@ async fn hosts(State(ctx): State<RpcContext>, req: Request) -> Result<Response, 
         None => 1024 * 1024,
     };
     let length = duration_secs("storage-length", q.string(&["storage-length"])?.unwrap_or("30d"))?;
-    let quotes = m.quotes(&[], size, length, None).await?;
+    let quotes = m.quotes(&[], size, length, None).await.map_err(api)?;
     Ok(single(&json!({ "Hosts": quotes })))
 }
 
@@ -131,7 +130,7 @@ async fn upload(State(ctx): State<RpcContext>, req: Request) -> Result<Response,
     if let Some(h) = q.string(&["hosts"])? {
         opts.hosts = h.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
     }
-    let id = market(&ctx)?.upload(file, opts).await?;
+    let id = market(&ctx)?.upload(file, opts).await.map_err(api)?;
     Ok(single(&json!({ "ID": id })))
 }
 
@@ -139,12 +138,12 @@ async fn upload_status(State(ctx): State<RpcContext>, req: Request) -> Result<Re
     let q = Args::from_uri(req.uri())?;
     let id = q.required("session-id")?.to_string();
     let m = market(&ctx)?;
-    Ok(single(&blocking(move || Ok(m.upload_status(&id)?)).await?))
+    Ok(single(&blocking(move || m.upload_status(&id).map_err(api)).await?))
 }
 
 async fn contracts_list(State(ctx): State<RpcContext>) -> Result<Response, ApiError> {
     let m = market(&ctx)?;
-    let list = blocking(move || Ok(m.contracts()?)).await?;
+    let list = blocking(move || m.contracts().map_err(api)).await?;
     let out: Vec<Value> = list
         .iter()
         .map(|r| {
@@ -183,36 +182,36 @@ async fn download(State(ctx): State<RpcContext>, req: Request) -> Result<Respons
     if !out.is_absolute() {
         return Err(ApiError::bad_request("output must be an absolute path"));
     }
-    let report = market(&ctx)?.download(target, &out).await?;
+    let report = market(&ctx)?.download(target, &out).await.map_err(api)?;
     Ok(single(&report))
 }
 
 async fn vault_balance(State(ctx): State<RpcContext>) -> Result<Response, ApiError> {
-    Ok(single(&market(&ctx)?.vault_balance().await?))
+    Ok(single(&market(&ctx)?.vault_balance().await.map_err(api)?))
 }
 
 async fn vault_deploy(State(ctx): State<RpcContext>) -> Result<Response, ApiError> {
-    Ok(single(&market(&ctx)?.vault_deploy().await?))
+    Ok(single(&market(&ctx)?.vault_deploy().await.map_err(api)?))
 }
 
 async fn vault_deposit(State(ctx): State<RpcContext>, req: Request) -> Result<Response, ApiError> {
     let q = Args::from_uri(req.uri())?;
     let value = amount("amount", q.required("amount")?)?;
-    Ok(single(&market(&ctx)?.vault_deposit(value).await?))
+    Ok(single(&market(&ctx)?.vault_deposit(value).await.map_err(api)?))
 }
 
 async fn vault_withdraw(State(ctx): State<RpcContext>, req: Request) -> Result<Response, ApiError> {
     let q = Args::from_uri(req.uri())?;
     let value = amount("amount", q.required("amount")?)?;
-    Ok(single(&market(&ctx)?.vault_withdraw(value).await?))
+    Ok(single(&market(&ctx)?.vault_withdraw(value).await.map_err(api)?))
 }
 
 async fn cheque_list(State(ctx): State<RpcContext>) -> Result<Response, ApiError> {
-    Ok(single(&market(&ctx)?.cheques().await?))
+    Ok(single(&market(&ctx)?.cheques().await.map_err(api)?))
 }
 
 async fn cheque_cash(State(ctx): State<RpcContext>, req: Request) -> Result<Response, ApiError> {
     let q = Args::from_uri(req.uri())?;
     let vault = q.args().first().cloned();
-    Ok(single(&market(&ctx)?.cheque_cash(vault).await?))
+    Ok(single(&market(&ctx)?.cheque_cash(vault).await.map_err(api)?))
 }
