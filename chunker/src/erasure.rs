@@ -409,6 +409,9 @@ impl ShardDecoder {
 
     /// Decodes the next stripe from its `k + m` pieces (`None` for missing, at least `k` present): rebuilds the
     /// missing data pieces in place and returns the stripe's file bytes (the last stripe clipped to the file).
+    ///
+    /// Reed-Solomon cannot tell a wrong piece from a right one: pass only pieces checked against their leaf
+    /// CIDs (as every block read from the store or a peer is).
     pub fn decode_stripe(&mut self, pieces: &mut [Option<Vec<u8>>]) -> Result<Vec<u8>, ErasureError> {
         let stripe = self.next;
         if stripe >= self.stripes {
