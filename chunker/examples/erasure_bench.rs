@@ -1,7 +1,7 @@
 //! Erasure-coding throughput, measured in one run on one input: the raw `reed-solomon-erasure` encoder (the
 //! reference), SHA-256 over every piece alone, and our full `ShardEncoder` (parity, raw leaves, the 30 shard
-//! trees, SHA-256 of every block) on one thread and with leaf hashing spread over `--threads` (default: the
-//! available cores). Figures are MB/s of input (10^6 bytes per second). The encoder's erasure part is the
+//! trees, SHA-256 of every block) on one thread and on `--threads` threads (parity by column ranges, leaf
+//! hashes spread; default: the available cores). Figures are MB/s of input (10^6 bytes per second). The encoder's erasure part is the
 //! same `encode_sep` call as (a); what it adds is (d), the hashing, and the piece buffers.
 //!
 //! ```sh
@@ -154,7 +154,7 @@ fn main() -> anyhow::Result<()> {
     line("(a) reed-solomon-erasure encode_sep alone", raw);
     line(&format!("(d) sha2-256 of the {} pieces alone", p.total_shards()), sha);
     line("(b) ShardEncoder, full, 1 thread", ours);
-    line(&format!("(e) ShardEncoder, full, {threads} hashing threads"), par);
+    line(&format!("(e) ShardEncoder, full, {threads} threads"), par);
     println!("    ({blocks} blocks, {:.1} MB out per encoder run)", out_bytes as f64 / 1e6);
     println!(
         "(b)/(a) = {:.2}; (e)/(a) = {:.2}; (b) time / ((a) + (d)) time = {:.2}",

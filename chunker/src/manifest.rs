@@ -81,6 +81,8 @@ pub enum ManifestError {
     Recipe(#[from] RecipeError),
     #[error("manifest recipe hashes with {recipe}, but file {file} does not")]
     RecipeHash { file: Cid, recipe: HashFunction },
+    #[error("manifest recipe has a CID version that cannot make file {file}")]
+    RecipeVersion { file: Cid },
     #[error("manifest is not in canonical dag-cbor form")]
     NotCanonical,
 }
@@ -129,6 +131,12 @@ impl UploadManifest {
         }
         if self.file.hash().code() != self.recipe.hash.code() {
             return Err(ManifestError::RecipeHash { file: self.file, recipe: self.recipe.hash });
+        }
+        // A CIDv0 recipe names a one-leaf file with raw leaves by a CIDv1 raw block; otherwise versions agree.
+        let file_v0 = self.file.version() == cid::Version::V0;
+        let recipe_v0 = self.recipe.cid_version == CidVersion::V0;
+        if file_v0 != recipe_v0 && !(recipe_v0 && self.file.codec() == RAW) {
+            return Err(ManifestError::RecipeVersion { file: self.file });
         }
         Ok(())
     }
@@ -534,6 +542,12 @@ mod tests {
             UploadManifest::from_block(&inline_shard.encode()),
             Err(ManifestError::ShardCid { index: 2, cid: id })
         );
+        let mut wrong_version = m.clone();
+        wrong_version.file = sha_cid(dagpb::CODEC, 1);
+        assert_eq!(
+            UploadManifest::from_block(&wrong_version.encode()),
+            Err(ManifestError::RecipeVersion { file: wrong_version.file })
+        );
         let mut bad_params = m.clone();
         bad_params.erasure.piece_size = 1000;
         assert_eq!(
@@ -596,8 +610,13 @@ mod tests {
             let erasure = ErasureParams { data_shards: k, parity_shards: m, piece_size: piece * 64 };
             let file_size = file_size >> 8;
             let codec = if raw_shards { RAW } else { dagpb::CODEC };
+            let file = if recipe.cid_version == CidVersion::V0 {
+                Cid::new_v0(HashFunction::Sha2_256.digest(b"file")).expect("sha2-256 makes a v0 cid")
+            } else {
+                sha_cid(dagpb::CODEC, 7)
+            };
             let manifest = UploadManifest {
-                file: sha_cid(dagpb::CODEC, 7),
+                file,
                 file_size,
                 erasure,
                 shards: (0..k + m).map(|i| sha_cid(codec, i as u64)).collect(),

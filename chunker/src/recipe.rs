@@ -508,5 +508,9 @@ mod tests {
         let (root, _) = import_bytes(&params, b"absent");
         assert_eq!(ImportRecipe::detect(&root.cid, &mut |_| None), Err(RecipeError::Missing { cid: root.cid }));
         assert_eq!(ImportRecipe::from_params(&params).map(|r| r.params()), Ok(params));
+        // A peer answering with the wrong bytes is caught before they are read.
+        let (root, _) = import_bytes(&params, &bytes(300_000, 3));
+        let lie = ImportRecipe::detect(&root.cid, &mut |_| Some(b"not the block".to_vec()));
+        assert_eq!(lie, Err(RecipeError::Corrupt(VerifyError::Mismatch { cid: root.cid })));
     }
 }
