@@ -2,7 +2,7 @@
 # Installs what building and testing btfs needs on Debian 12: libclang (RocksDB's bindings), Node.js and npm
 # (the reference importer used by the tests), Chromium (the gateway's browser test drives Debian's build through
 # puppeteer-core, which downloads no browser), nginx, wrk and curl (the gateway benchmark's reference server and
-# clients), then the npm packages of tests/js. Safe to run again.
+# clients), then the npm packages of tests/js and of contracts-client/solidity (solc, anvil). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,4 +28,9 @@ fi
 if [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/node_modules ]; then
   echo "setup: installing the reference JavaScript importer (tests/js)" >&2
   npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+fi
+
+if [ ! -d contracts-client/solidity/node_modules ] || [ contracts-client/solidity/package-lock.json -nt contracts-client/solidity/node_modules ]; then
+  echo "setup: installing solc and anvil for the storage market (contracts-client/solidity)" >&2
+  npm ci --prefix contracts-client/solidity --no-audit --no-fund --loglevel=error
 fi
