@@ -7,8 +7,8 @@ use alloy::primitives::keccak256;
 use btfs_contracts_client::contract::{DAY_SECS, GIB};
 use btfs_contracts_client::settlement::NoSettlement;
 use btfs_contracts_client::{
-    Address, B256, Cheque, ChequeCheck, ChequeError, Contract, SettleError, Settlement, SettlementKind,
-    SignatureError, SignedCheque, SignedContract, TermsError, U256, quote_price,
+    Address, B256, Cheque, ChequeCheck, ChequeError, Contract, SettleError, Settlement, SettlementKind, SignatureError,
+    SignedCheque, SignedContract, TermsError, U256, quote_price,
 };
 use common::*;
 
@@ -144,7 +144,11 @@ fn terms_table() {
             },
             |e| matches!(e, TermsError::StartTooLate { .. }),
         ),
-        ("too short", |c| c.end = c.start + DAY - 1, |e| matches!(e, TermsError::Duration { duration, .. } if *duration == DAY - 1)),
+        (
+            "too short",
+            |c| c.end = c.start + DAY - 1,
+            |e| matches!(e, TermsError::Duration { duration, .. } if *duration == DAY - 1),
+        ),
         ("too long", |c| c.end = c.start + 366 * DAY, |e| matches!(e, TermsError::Duration { .. })),
         ("empty shard", |c| c.shard_size = 0, |e| matches!(e, TermsError::EmptyShard { .. })),
         (
@@ -161,7 +165,11 @@ fn terms_table() {
             },
             |e| matches!(e, TermsError::PriceTooLow { ask, .. } if *ask == U256::from(1875)),
         ),
-        ("wrong host", |c| c.host = dev_address(3), |e| matches!(e, TermsError::WrongHost { got, .. } if *got == dev_address(3))),
+        (
+            "wrong host",
+            |c| c.host = dev_address(3),
+            |e| matches!(e, TermsError::WrongHost { got, .. } if *got == dev_address(3)),
+        ),
         ("wrong chain", |c| c.chain_id = 1, |e| matches!(e, TermsError::WrongChain { expected: 31337, got: 1, .. })),
         ("wrong token", |c| c.token = Address::ZERO, |e| matches!(e, TermsError::WrongToken { .. })),
         ("no vault", |c| c.vault = Address::ZERO, |e| matches!(e, TermsError::NoVault { .. })),
@@ -175,7 +183,11 @@ fn terms_table() {
         ),
         ("zero period", |c| c.period = 0, |e| matches!(e, TermsError::ZeroPeriod { .. })),
         ("zero interval", |c| c.challenge_interval = 0, |e| matches!(e, TermsError::ChallengePolicy { .. })),
-        ("deadline after interval", |c| c.challenge_deadline = 3601, |e| matches!(e, TermsError::ChallengePolicy { .. })),
+        (
+            "deadline after interval",
+            |c| c.challenge_deadline = 3601,
+            |e| matches!(e, TermsError::ChallengePolicy { .. }),
+        ),
         ("zero threshold", |c| c.failure_threshold = 0, |e| matches!(e, TermsError::ChallengePolicy { .. })),
     ];
     let terms = host_terms();
@@ -331,8 +343,12 @@ fn cheque(amount: u64) -> Cheque {
 
 #[test]
 fn cheque_check_table() {
-    let check =
-        ChequeCheck { issuer: dev_address(1), vault: Address::repeat_byte(0x7a), beneficiary: dev_address(2), chain_id: 31337 };
+    let check = ChequeCheck {
+        issuer: dev_address(1),
+        vault: Address::repeat_byte(0x7a),
+        beneficiary: dev_address(2),
+        chain_id: 31337,
+    };
     let signed = |c: Cheque| SignedCheque::sign(c, &dev_key(1)).expect("sign");
 
     assert_eq!(signed(cheque(10)).recover_issuer(), Ok(dev_address(1)));

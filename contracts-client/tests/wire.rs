@@ -11,9 +11,7 @@ use common::*;
 use proptest::prelude::*;
 
 fn signed_contract() -> SignedContract {
-    SignedContract::sign_renter(sample_contract(), &dev_key(1))
-        .and_then(|s| s.countersign(&dev_key(2)))
-        .expect("sign")
+    SignedContract::sign_renter(sample_contract(), &dev_key(1)).and_then(|s| s.countersign(&dev_key(2))).expect("sign")
 }
 
 fn signed_cheque() -> SignedCheque {
@@ -172,10 +170,7 @@ fn all_encodings() -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = requests().iter().map(|r| wire::encode(r).expect("encode")).collect();
     // Skip the 1 MiB proof: mutating it is slow and adds nothing over the small messages.
     out.extend(
-        responses()
-            .iter()
-            .filter(|r| !matches!(r, Response::Proof { .. }))
-            .map(|r| wire::encode(r).expect("encode")),
+        responses().iter().filter(|r| !matches!(r, Response::Proof { .. })).map(|r| wire::encode(r).expect("encode")),
     );
     out.push(wire::encode(&Response::Proof { path: vec![vec![1; 3]; 3], leaf: vec![2; 5] }).expect("encode"));
     out

@@ -91,12 +91,22 @@ pub enum ConfigValueKind {
 impl Node {
     /// Creates a repo and opens a node on it.
     pub fn init(path: &Path, profile: InitProfile) -> Result<Self, RepoError> {
-        Ok(Self { repo: Repo::init(path, profile)?, gc_lock: RwLock::new(()), online: Default::default(), market: Default::default() })
+        Ok(Self {
+            repo: Repo::init(path, profile)?,
+            gc_lock: RwLock::new(()),
+            online: Default::default(),
+            market: Default::default(),
+        })
     }
 
     /// Opens the node whose repo is at `path`.
     pub fn open(path: &Path) -> Result<Self, RepoError> {
-        Ok(Self { repo: Repo::open(path)?, gc_lock: RwLock::new(()), online: Default::default(), market: Default::default() })
+        Ok(Self {
+            repo: Repo::open(path)?,
+            gc_lock: RwLock::new(()),
+            online: Default::default(),
+            market: Default::default(),
+        })
     }
 
     /// Held while blocks are written that no pin protects yet.

@@ -28,7 +28,11 @@ impl Anvil {
     /// Starts anvil and waits until its JSON-RPC answers; panics (naming the fix) when the binary is missing.
     pub fn start() -> Self {
         let bin = anvil_bin();
-        assert!(bin.exists(), "{} is missing: run scripts/setup.sh (npm ci in contracts-client/solidity)", bin.display());
+        assert!(
+            bin.exists(),
+            "{} is missing: run scripts/setup.sh (npm ci in contracts-client/solidity)",
+            bin.display()
+        );
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let child = Command::new(&bin)
             .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--chain-id", "31337", "--silent"])

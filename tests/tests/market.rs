@@ -47,10 +47,7 @@ impl Market {
     }
 
     pub fn host_by_peer(&mut self, peer: &str) -> Option<(usize, &mut Daemon)> {
-        self.hosts
-            .iter_mut()
-            .enumerate()
-            .find_map(|(i, h)| h.as_mut().filter(|d| d.peer_id == peer).map(|d| (i, d)))
+        self.hosts.iter_mut().enumerate().find_map(|(i, h)| h.as_mut().filter(|d| d.peer_id == peer).map(|d| (i, d)))
     }
 }
 
@@ -91,7 +88,10 @@ fn hosts_of(s: &Value) -> Vec<String> {
 fn download_matches(renter: &Daemon, cid: &str, original: &Path, out: &Path) {
     let _ = std::fs::remove_file(out);
     renter.run_ok(&["storage", "download", cid, "-o", out.to_str().expect("utf-8")]);
-    assert!(std::fs::read(original).expect("read original") == std::fs::read(out).expect("read download"), "download differs");
+    assert!(
+        std::fs::read(original).expect("read original") == std::fs::read(out).expect("read download"),
+        "download differs"
+    );
 }
 
 /// Starts an upload of a fresh file and waits until every shard is held.
@@ -103,8 +103,17 @@ fn upload(m: &Market, dir: &Path, size: u64, k: u32, parity: u32) -> (String, St
     let id = m
         .renter
         .run_ok(&[
-            "storage", "upload", &cid, "--data-shards", &k, "--parity-shards", &parity, "--piece-size", "64KiB",
-            "--storage-length", "1h",
+            "storage",
+            "upload",
+            &cid,
+            "--data-shards",
+            &k,
+            "--parity-shards",
+            &parity,
+            "--piece-size",
+            "64KiB",
+            "--storage-length",
+            "1h",
         ])
         .trim()
         .to_string();
@@ -147,7 +156,10 @@ fn upload_proofs_cheques_loss_of_m_hosts_and_repair_past_m() {
         let got = json(host, &["cheque", "list"]);
         let received = got["Received"].as_array().cloned().unwrap_or_default();
         if received.iter().any(|r| r["Cumulative"].as_str().is_some_and(|c| c != "0")) {
-            assert!(received.iter().all(|r| r["Cashed"] == "unsettled"), "none backend must not show cashed amounts: {got}");
+            assert!(
+                received.iter().all(|r| r["Cashed"] == "unsettled"),
+                "none backend must not show cashed amounts: {got}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "host never received a cheque: {got}");

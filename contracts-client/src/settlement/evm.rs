@@ -4,6 +4,7 @@
 //! Every transaction is sent, then waited for until mined; a revert found while estimating gas (before anything
 //! is sent) is reported with its reason, as is a mined transaction with a failed status.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::contract::Error as ContractError;
@@ -21,6 +22,9 @@ use crate::key::NodeKey;
 /// Per-request timeout on the JSON-RPC endpoint: a hung endpoint is an error, not a stuck market.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a sent transaction may take to be mined, and how often its receipt is asked for meanwhile.
+const MINE_TIMEOUT: Duration = Duration::from_secs(120);
+const MINE_POLL: Duration = Duration::from_millis(200);
 
 /// Where and what to settle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +45,8 @@ pub struct EvmSettlement {
     provider: DynProvider,
     config: EvmConfig,
     address: Address,
+    /// Held from filling a transaction until it is mined.
+    send_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for EvmSettlement {
@@ -62,7 +68,17 @@ impl EvmSettlement {
             .build()
             .map_err(|e| SettleError::BadUrl { url: config.rpc_url.clone(), reason: e.to_string() })?;
         let wallet = EthereumWallet::from(key.signer().clone());
-        let provider = ProviderBuilder::new().wallet(wallet).connect_reqwest(client, url).erased();
+        // The nonce is read from the endpoint (pending count) for every transaction, not cached: a cached nonce is
+        // consumed even when gas estimation then fails (a revert), leaving a gap that stalls every later
+        // transaction. Sends are serialised by `send_lock` so two never read the same pending count.
+        let provider = ProviderBuilder::new()
+            .disable_recommended_fillers()
+            .with_gas_estimation()
+            .with_simple_nonce_management()
+            .fetch_chain_id()
+            .wallet(wallet)
+            .connect_reqwest(client, url)
+            .erased();
         let got = provider
             .get_chain_id()
             .await
@@ -70,7 +86,7 @@ impl EvmSettlement {
         if got != config.chain_id {
             return Err(SettleError::WrongChain { url: config.rpc_url.clone(), expected: config.chain_id, got });
         }
-        Ok(Self { provider, config, address: key.address() })
+        Ok(Self { provider, config, address: key.address(), send_lock: Arc::new(tokio::sync::Mutex::new(())) })
     }
 
     /// This node's address (the wallet's).
@@ -85,6 +101,7 @@ impl EvmSettlement {
     /// Deploys a vault of `token` with this node as issuer.
     pub async fn deploy_vault(&self, token: Address) -> Result<Address, SettleError> {
         let call = Vault::deploy_builder(self.provider.clone(), self.address, token);
+        let _sending = self.send_lock.lock().await;
         let pending = call.send().await.map_err(|e| self.call_error("deploy vault", Address::ZERO, e))?;
         let receipt = self.mined("deploy vault", Address::ZERO, pending).await?;
         receipt.contract_address.ok_or(SettleError::Rpc {
@@ -97,6 +114,7 @@ impl EvmSettlement {
     /// Deploys a mintable test ERC20 holding `initial_supply` for this node. Tests only.
     pub async fn deploy_test_token(&self, initial_supply: U256) -> Result<Address, SettleError> {
         let call = TestToken::deploy_builder(self.provider.clone(), initial_supply);
+        let _sending = self.send_lock.lock().await;
         let pending = call.send().await.map_err(|e| self.call_error("deploy test token", Address::ZERO, e))?;
         let receipt = self.mined("deploy test token", Address::ZERO, pending).await?;
         receipt.contract_address.ok_or(SettleError::Rpc {
@@ -111,6 +129,7 @@ impl EvmSettlement {
         let token = self.config.token;
         let instance = TestToken::new(token, self.provider.clone());
         let call = instance.mint(to, amount);
+        let _sending = self.send_lock.lock().await;
         let pending = call.send().await.map_err(|e| self.call_error("mint", token, e))?;
         let receipt = self.mined("mint", token, pending).await?;
         Ok(Receipt { tx_hash: receipt.transaction_hash, amount })
@@ -121,6 +140,7 @@ impl EvmSettlement {
         let token = self.config.token;
         let instance = TestToken::new(token, self.provider.clone());
         let call = instance.transfer(to, amount);
+        let _sending = self.send_lock.lock().await;
         let pending = call.send().await.map_err(|e| self.call_error("transfer", token, e))?;
         let receipt = self.mined("transfer", token, pending).await?;
         Ok(Receipt { tx_hash: receipt.transaction_hash, amount })
@@ -146,12 +166,31 @@ impl EvmSettlement {
         target: Address,
         pending: PendingTransactionBuilder<alloy::network::Ethereum>,
     ) -> Result<alloy::rpc::types::TransactionReceipt, SettleError> {
+        // Polls for the receipt ourselves rather than through alloy's block heartbeat, which can miss a
+        // transaction mined before it started watching (anvil mines instantly) and then waits forever.
         let tx_hash = *pending.tx_hash();
-        let receipt = pending.get_receipt().await.map_err(|e| SettleError::Rpc {
-            op,
-            target,
-            reason: format!("waiting for transaction {tx_hash}: {e}"),
-        })?;
+        let deadline = tokio::time::Instant::now() + MINE_TIMEOUT;
+        let receipt = loop {
+            match self.provider.get_transaction_receipt(tx_hash).await {
+                Ok(Some(receipt)) => break receipt,
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(SettleError::Rpc {
+                        op,
+                        target,
+                        reason: format!("waiting for transaction {tx_hash}: {e}"),
+                    });
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SettleError::Rpc {
+                    op,
+                    target,
+                    reason: format!("transaction {tx_hash} not mined within {} s", MINE_TIMEOUT.as_secs()),
+                });
+            }
+            tokio::time::sleep(MINE_POLL).await;
+        };
         if !receipt.status() {
             return Err(SettleError::Failed { op, target, tx_hash });
         }
@@ -226,6 +265,7 @@ impl Settlement for EvmSettlement {
             let token = self.token_of(vault).await?;
             let instance = TestToken::new(token, self.provider.clone());
             let approve = instance.approve(vault, amount);
+            let _sending = self.send_lock.lock().await;
             let pending = approve.send().await.map_err(|e| self.call_error("approve", token, e))?;
             self.mined("approve", token, pending).await?;
             let instance = Vault::new(vault, self.provider.clone());
@@ -240,6 +280,7 @@ impl Settlement for EvmSettlement {
         Box::pin(async move {
             let instance = Vault::new(vault, self.provider.clone());
             let call = instance.withdraw(amount);
+            let _sending = self.send_lock.lock().await;
             let pending = call.send().await.map_err(|e| self.call_error("withdraw", vault, e))?;
             let receipt = self.mined("withdraw", vault, pending).await?;
             Ok(Receipt { tx_hash: receipt.transaction_hash, amount })
@@ -259,6 +300,7 @@ impl Settlement for EvmSettlement {
             let instance = Vault::new(vault, self.provider.clone());
             let call =
                 instance.cashChequeBeneficiary(self.address, c.cumulative_payout, cheque.issuer_sig.clone().into());
+            let _sending = self.send_lock.lock().await;
             let pending = call.send().await.map_err(|e| self.call_error("cash cheque", vault, e))?;
             let receipt = self.mined("cash cheque", vault, pending).await?;
             let tx_hash = receipt.transaction_hash;

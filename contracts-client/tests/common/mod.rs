@@ -114,8 +114,7 @@ impl Anvil {
                     body.len()
                 );
                 let mut out = String::new();
-                if s.write_all(req.as_bytes()).is_ok() && s.read_to_string(&mut out).is_ok() && out.contains("0x7a69")
-                {
+                if s.write_all(req.as_bytes()).is_ok() && s.read_to_string(&mut out).is_ok() && out.contains("0x7a69") {
                     return;
                 }
             }

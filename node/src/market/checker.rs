@@ -15,14 +15,16 @@ use std::time::Duration;
 
 use btfs_chunker::Cid;
 use btfs_chunker::proof::{self, StorageProof};
-use btfs_contracts_client::{B256, U256};
 use btfs_contracts_client::cheque::{Cheque, SignedCheque};
 use btfs_contracts_client::wire::{Request, Response};
+use btfs_contracts_client::{B256, U256};
 use libp2p::PeerId;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-use super::records::{self, ContractRecord, ContractState, ReceivedCheques, Reputation, Role, SentCheques, UploadState};
+use super::records::{
+    self, ContractRecord, ContractState, ReceivedCheques, Reputation, Role, SentCheques, UploadState,
+};
 use super::{Market, MarketError, SettlementChoice, now, proto};
 use crate::repo::store::Records;
 
@@ -137,7 +139,11 @@ impl Market {
     }
 
     /// Reads, changes and writes one contract under the ledger lock.
-    async fn update_contract(self: &Arc<Self>, id: &str, change: impl FnOnce(&mut ContractRecord) + Send + 'static) -> Result<(), MarketError> {
+    async fn update_contract(
+        self: &Arc<Self>,
+        id: &str,
+        change: impl FnOnce(&mut ContractRecord) + Send + 'static,
+    ) -> Result<(), MarketError> {
         let _ledger = self.ledger.lock().await;
         let id = id.to_string();
         self.blocking(move |m| -> Result<(), MarketError> {
@@ -201,7 +207,11 @@ impl Market {
                 let mut batch = records::Batch::default();
                 if lost {
                     r.state = ContractState::Lost;
-                    r.reason = Some(format!("{} challenges failed in a row; last: {}", r.failures_in_a_row, reason.unwrap_or_default()));
+                    r.reason = Some(format!(
+                        "{} challenges failed in a row; last: {}",
+                        r.failures_in_a_row,
+                        reason.unwrap_or_default()
+                    ));
                     rep.lost += 1;
                     if let Some(upload) = &r.upload {
                         if let Some(mut u) = m.upload_record(upload)? {
@@ -267,7 +277,12 @@ impl Market {
                     cumulative_payout: last + amount,
                 };
                 let signed = SignedCheque::sign(cheque, &m.key).map_err(|e| MarketError::Settlement(e.to_string()))?;
-                let sent = SentCheques { beneficiary: format!("{:#x}", terms.host), peer: r.peer.clone(), last: signed, delivered: false };
+                let sent = SentCheques {
+                    beneficiary: format!("{:#x}", terms.host),
+                    peer: r.peer.clone(),
+                    last: signed,
+                    delivered: false,
+                };
                 r.paid = (r.paid.parse::<U256>().unwrap_or(U256::ZERO) + amount).to_string();
                 records::Batch::default().contract(&r).put(Records::Market, key, &sent).write(m.store())?;
                 tracing::info!(contract = %id, ?period, %amount, "cheque signed");
@@ -339,7 +354,9 @@ impl Market {
         }
         let uploads = self.blocking(|m| m.uploads()).await??;
         for upload in uploads.into_iter().filter(|u| u.state == UploadState::Degraded) {
-            for shard in upload.shards.iter().filter(|s| s.state == "lost" || s.state == "pending" || s.state == "repairing") {
+            for shard in
+                upload.shards.iter().filter(|s| s.state == "lost" || s.state == "pending" || s.state == "repairing")
+            {
                 let Some(guard) = self.start_task(format!("repair/{}/{}", upload.id, shard.index)) else { continue };
                 let me = self.clone();
                 let (id, index) = (upload.id.clone(), shard.index);
@@ -362,8 +379,12 @@ impl Market {
             .as_deref()
             .and_then(|m| Cid::try_from(m).ok())
             .ok_or_else(|| MarketError::Failed("upload has no manifest".into()))?;
-        let data = self.store().get_local(&manifest_cid)?.ok_or_else(|| MarketError::Failed("manifest block missing".into()))?;
-        let manifest = btfs_chunker::manifest::UploadManifest::from_block(&data).map_err(|e| MarketError::Failed(e.to_string()))?;
+        let data = self
+            .store()
+            .get_local(&manifest_cid)?
+            .ok_or_else(|| MarketError::Failed("manifest block missing".into()))?;
+        let manifest = btfs_chunker::manifest::UploadManifest::from_block(&data)
+            .map_err(|e| MarketError::Failed(e.to_string()))?;
         tracing::info!(upload, shard = index, "repairing: rebuilding the shard from the others");
         {
             let _ledger = self.ledger.lock().await;
@@ -425,7 +446,8 @@ impl Market {
     /// Cashes received cheques whose uncashed part passed the threshold (`evm` only).
     async fn cash_due(self: &Arc<Self>) -> Result<(), MarketError> {
         let SettlementChoice::Evm { cash_threshold, .. } = self.config().settlement else { return Ok(()) };
-        let received = self.blocking(|m| records::scan::<ReceivedCheques>(m.store(), Records::Market, "recv/")).await??;
+        let received =
+            self.blocking(|m| records::scan::<ReceivedCheques>(m.store(), Records::Market, "recv/")).await??;
         for r in received {
             let cashed = r.cashed.parse::<U256>().unwrap_or(U256::ZERO);
             let total = r.last.cheque.cumulative_payout;

@@ -78,7 +78,10 @@ impl Market {
             ));
         }
         if shard_size > free {
-            return Err(Self::refuse(RefuseCode::Capacity, format!("only {free} bytes free, shard needs {shard_size}")));
+            return Err(Self::refuse(
+                RefuseCode::Capacity,
+                format!("only {free} bytes free, shard needs {shard_size}"),
+            ));
         }
         if duration_secs < c.min_duration.as_secs() || duration_secs > c.max_duration.as_secs() {
             return Err(Self::refuse(
@@ -111,7 +114,11 @@ impl Market {
             .map_err(|e| Self::refuse(RefuseCode::Busy, format!("cannot sign quote: {e}")))
     }
 
-    pub(super) async fn host_propose(self: &Arc<Self>, peer: PeerId, signed: SignedContract) -> Result<Response, Refusal> {
+    pub(super) async fn host_propose(
+        self: &Arc<Self>,
+        peer: PeerId,
+        signed: SignedContract,
+    ) -> Result<Response, Refusal> {
         let c = self.config();
         if !c.host_enabled {
             return Err(Self::refuse(RefuseCode::Busy, "this node is not in host mode"));
@@ -157,11 +164,15 @@ impl Market {
         if committed.saturating_add(signed.contract.shard_size) > c.max_storage {
             return Err(Self::refuse(
                 RefuseCode::Capacity,
-                format!("{} bytes committed of {}; no room for {}", committed, c.max_storage, signed.contract.shard_size),
+                format!(
+                    "{} bytes committed of {}; no room for {}",
+                    committed, c.max_storage, signed.contract.shard_size
+                ),
             ));
         }
-        let countersigned =
-            signed.countersign(&self.key).map_err(|e| Self::refuse(RefuseCode::Busy, format!("cannot countersign: {e}")))?;
+        let countersigned = signed
+            .countersign(&self.key)
+            .map_err(|e| Self::refuse(RefuseCode::Busy, format!("cannot countersign: {e}")))?;
         let record = ContractRecord {
             id: id.clone(),
             role: Role::Host,
@@ -345,10 +356,12 @@ impl Market {
             record.upfront_paid = true;
         }
         let saved = record.clone();
-        self.blocking(move |m| records::Batch::default().contract(&saved).put(Records::Market, key, &received).write(m.store()))
-            .await
-            .and_then(|r| r.map_err(Into::into))
-            .map_err(|e| Self::refuse(RefuseCode::Busy, e.to_string()))?;
+        self.blocking(move |m| {
+            records::Batch::default().contract(&saved).put(Records::Market, key, &received).write(m.store())
+        })
+        .await
+        .and_then(|r| r.map_err(Into::into))
+        .map_err(|e| Self::refuse(RefuseCode::Busy, e.to_string()))?;
         tracing::info!(contract = %record.id, %delta, total = %cheque.cheque.cumulative_payout, "cheque accepted");
         Ok(Response::ChequeAccepted { cumulative: cheque.cheque.cumulative_payout })
     }
@@ -374,10 +387,9 @@ impl Market {
         record.reason = Some(reason.to_string());
         tracing::info!(contract = %record.id, ?state, reason, "host contract ended");
         self.blocking(move |m| -> Result<(), super::MarketError> {
-            let others = m
-                .contracts()?
-                .into_iter()
-                .any(|r| r.id != record.id && r.role == Role::Host && r.state.is_live() && r.shard_cid == record.shard_cid);
+            let others = m.contracts()?.into_iter().any(|r| {
+                r.id != record.id && r.role == Role::Host && r.state.is_live() && r.shard_cid == record.shard_cid
+            });
             records::Batch::default().contract(&record).write(m.store())?;
             if !others {
                 if let Ok(cid) = Cid::try_from(record.shard_cid.as_str()) {

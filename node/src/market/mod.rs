@@ -207,7 +207,11 @@ pub fn address_of_peer(peer: &PeerId) -> Option<Address> {
 
 impl Market {
     /// Starts the market: the protocol server, the checker, and (in host mode) the DHT announcement.
-    pub async fn start(node: Arc<Node>, network: Network, shutdown: CancellationToken) -> Result<Arc<Self>, MarketError> {
+    pub async fn start(
+        node: Arc<Node>,
+        network: Network,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, MarketError> {
         let config = node.market_config().map_err(MarketError::Invalid)?;
         let secret = node
             .repo()

@@ -22,7 +22,9 @@ impl Market {
             SettlementChoice::Evm { vault: None, .. } => {
                 Err(MarketError::Invalid("no vault yet: run `btfs vault deploy` or set Settlement.Vault".into()))
             }
-            SettlementChoice::None => Err(MarketError::Invalid("Settlement.Backend is none: cheques are not settled".into())),
+            SettlementChoice::None => {
+                Err(MarketError::Invalid("Settlement.Backend is none: cheques are not settled".into()))
+            }
         }
     }
 
@@ -65,21 +67,29 @@ impl Market {
         let vault = evm.deploy_vault(token).await.map_err(|e| MarketError::Settlement(e.to_string()))?;
         let text = format!("{vault:#x}");
         let value = Value::String(text.clone());
-        self.blocking(move |m| m.node.config_set("Settlement.Vault", value)).await?.map_err(|e| MarketError::Failed(e.to_string()))?;
+        self.blocking(move |m| m.node.config_set("Settlement.Vault", value))
+            .await?
+            .map_err(|e| MarketError::Failed(e.to_string()))?;
         Ok(json!({ "Vault": text }))
     }
 
     /// `vault deposit <amount>`.
     pub async fn vault_deposit(self: &Arc<Self>, value: U256) -> Result<Value, MarketError> {
         let vault = self.vault()?;
-        let receipt = self.settlement().await?.deposit(vault, value).await.map_err(|e| MarketError::Settlement(e.to_string()))?;
+        let receipt =
+            self.settlement().await?.deposit(vault, value).await.map_err(|e| MarketError::Settlement(e.to_string()))?;
         Ok(json!({ "Vault": format!("{vault:#x}"), "Deposited": value.to_string(), "Tx": format!("{receipt:?}") }))
     }
 
     /// `vault withdraw <amount>`.
     pub async fn vault_withdraw(self: &Arc<Self>, value: U256) -> Result<Value, MarketError> {
         let vault = self.vault()?;
-        let receipt = self.settlement().await?.withdraw(vault, value).await.map_err(|e| MarketError::Settlement(e.to_string()))?;
+        let receipt = self
+            .settlement()
+            .await?
+            .withdraw(vault, value)
+            .await
+            .map_err(|e| MarketError::Settlement(e.to_string()))?;
         Ok(json!({ "Vault": format!("{vault:#x}"), "Withdrawn": value.to_string(), "Tx": format!("{receipt:?}") }))
     }
 
@@ -118,7 +128,8 @@ impl Market {
         if matches!(self.config().settlement, SettlementChoice::None) {
             return Err(MarketError::Invalid("Settlement.Backend is none: cheques are not cashed".into()));
         }
-        let received = self.blocking(|m| records::scan::<ReceivedCheques>(m.store(), Records::Market, "recv/")).await??;
+        let received =
+            self.blocking(|m| records::scan::<ReceivedCheques>(m.store(), Records::Market, "recv/")).await??;
         let wanted = vault.map(|v| v.to_lowercase());
         let mut out = Vec::new();
         for r in received {

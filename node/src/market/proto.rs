@@ -40,14 +40,14 @@ pub(crate) enum ProtoError {
 }
 
 /// Sends one request to `peer` and waits up to `timeout` for its response (dialing it first if needed).
-pub(crate) async fn request(market: &Market, peer: PeerId, req: &Request, timeout: Duration) -> Result<Response, ProtoError> {
+pub(crate) async fn request(
+    market: &Market,
+    peer: PeerId,
+    req: &Request,
+    timeout: Duration,
+) -> Result<Response, ProtoError> {
     let exchange = async {
-        market
-            .network
-            .swarm
-            .connect_peer(peer)
-            .await
-            .map_err(|reason| ProtoError::Connect { peer, reason })?;
+        market.network.swarm.connect_peer(peer).await.map_err(|reason| ProtoError::Connect { peer, reason })?;
         let mut control = market.network.control.clone();
         let mut stream = control.open_stream(peer, PROTOCOL).await.map_err(|e| match e {
             libp2p_stream::OpenStreamError::UnsupportedProtocol(_) => ProtoError::Unsupported { peer },
@@ -74,7 +74,10 @@ async fn read_frame(stream: &mut libp2p::Stream) -> std::io::Result<Vec<u8>> {
     stream.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
     if len > wire::MAX_MESSAGE {
-        return Err(std::io::Error::other(format!("message of {len} bytes is over the {} byte limit", wire::MAX_MESSAGE)));
+        return Err(std::io::Error::other(format!(
+            "message of {len} bytes is over the {} byte limit",
+            wire::MAX_MESSAGE
+        )));
     }
     let mut buf = vec![0u8; len];
     stream.read_exact(&mut buf).await?;

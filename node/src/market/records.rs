@@ -8,11 +8,11 @@
 //! Every change is a read-modify-write under the market's ledger lock, written synced in one batch, so a
 //! restarted node finds every contract, cheque and upload where it was and resumes them.
 
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
-use btfs_contracts_client::contract::SignedContract;
 use btfs_contracts_client::cheque::SignedCheque;
+use btfs_contracts_client::contract::SignedContract;
 
 use crate::repo::store::{BlockStore, Records, StoreError};
 
@@ -187,7 +187,11 @@ pub(crate) fn get<T: DeserializeOwned>(store: &BlockStore, kind: Records, key: &
     }
 }
 
-pub(crate) fn scan<T: DeserializeOwned>(store: &BlockStore, kind: Records, prefix: &str) -> Result<Vec<T>, RecordError> {
+pub(crate) fn scan<T: DeserializeOwned>(
+    store: &BlockStore,
+    kind: Records,
+    prefix: &str,
+) -> Result<Vec<T>, RecordError> {
     store
         .record_scan(kind, prefix.as_bytes())?
         .into_iter()

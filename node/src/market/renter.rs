@@ -129,8 +129,11 @@ impl BlockSink<'_> {
 impl Market {
     /// Starts an upload of `file`; returns its session id at once. Progress: `upload_status`.
     pub async fn upload(self: &Arc<Self>, file: Cid, opts: UploadOptions) -> Result<String, MarketError> {
-        let params =
-            ErasureParams { data_shards: opts.data_shards, parity_shards: opts.parity_shards, piece_size: opts.piece_size };
+        let params = ErasureParams {
+            data_shards: opts.data_shards,
+            parity_shards: opts.parity_shards,
+            piece_size: opts.piece_size,
+        };
         params.validate().map_err(|e| MarketError::Invalid(e.to_string()))?;
         let c = self.config();
         if opts.duration_secs < c.payment_period.as_secs() {
@@ -272,7 +275,9 @@ impl Market {
             }
         }
         let mut feed = Feed { encoder: &mut encoder, hasher: &mut hasher, sink: &mut sink };
-        self.node.cat(&file.to_string(), 0, None, &mut feed).map_err(|e| MarketError::Failed(format!("reading {file}: {e}")))?;
+        self.node
+            .cat(&file.to_string(), 0, None, &mut feed)
+            .map_err(|e| MarketError::Failed(format!("reading {file}: {e}")))?;
         let encoded = encoder.finish(&mut |b| sink.push(b)).map_err(|e| MarketError::Failed(e.to_string()))?;
         let rebuilt = hasher.finish();
         if rebuilt != file {
@@ -409,11 +414,8 @@ impl Market {
     ) -> Result<(), MarketError> {
         loop {
             let record = self.upload_record(upload)?.ok_or_else(|| MarketError::NoUpload(upload.to_string()))?;
-            let used: HashSet<String> = record
-                .shards
-                .iter()
-                .flat_map(|s| s.host.iter().chain(s.former_hosts.iter()).cloned())
-                .collect();
+            let used: HashSet<String> =
+                record.shards.iter().flat_map(|s| s.host.iter().chain(s.former_hosts.iter()).cloned()).collect();
             let candidate = {
                 let mut pool = pool.lock().await;
                 let mut found = None;
@@ -430,7 +432,9 @@ impl Market {
                 found
             };
             let Some(quote) = candidate else {
-                return Err(MarketError::Failed("no more hosts to try (each host takes at most one shard of a file)".into()));
+                return Err(MarketError::Failed(
+                    "no more hosts to try (each host takes at most one shard of a file)".into(),
+                ));
             };
             match self.propose_to(&record, index, &quote).await {
                 Ok(()) => return Ok(()),
@@ -459,7 +463,12 @@ impl Market {
     }
 
     /// Signs a contract for one shard with one host, and waits until the host holds the shard.
-    async fn propose_to(self: &Arc<Self>, upload: &UploadRecord, index: u32, quote: &HostQuote) -> Result<(), MarketError> {
+    async fn propose_to(
+        self: &Arc<Self>,
+        upload: &UploadRecord,
+        index: u32,
+        quote: &HostQuote,
+    ) -> Result<(), MarketError> {
         let ad = quote.ad.as_ref().ok_or_else(|| MarketError::Failed("quote without an ad".into()))?;
         let peer: PeerId = quote.peer.parse().map_err(|_| MarketError::Failed("bad peer id".into()))?;
         let shard = upload.shards.get(index as usize).ok_or_else(|| MarketError::Failed("no such shard".into()))?;
@@ -496,14 +505,17 @@ impl Market {
             token,
             vault,
         };
-        let signed = SignedContract::sign_renter(contract, &self.key).map_err(|e| MarketError::Failed(e.to_string()))?;
+        let signed =
+            SignedContract::sign_renter(contract, &self.key).map_err(|e| MarketError::Failed(e.to_string()))?;
         let id = contract_id_hex(&contract_id);
         let answer = proto::request(self, peer, &Request::Propose { contract: signed.clone() }, ASK_TIMEOUT)
             .await
             .map_err(|e| MarketError::Failed(e.to_string()))?;
         let countersigned = match answer {
             Response::Accepted { contract } => contract,
-            Response::Refused { code, reason } => return Err(MarketError::Failed(format!("refused ({code:?}): {reason}"))),
+            Response::Refused { code, reason } => {
+                return Err(MarketError::Failed(format!("refused ({code:?}): {reason}")));
+            }
             other => return Err(MarketError::Failed(format!("unexpected answer {other:?}"))),
         };
         if countersigned.contract != signed.contract {
@@ -642,14 +654,14 @@ impl Market {
     /// The status of an upload, as `storage upload status` prints it.
     pub fn upload_status(&self, id: &str) -> Result<serde_json::Value, MarketError> {
         let upload = self.upload_record(id)?.ok_or_else(|| MarketError::NoUpload(id.to_string()))?;
-        let contracts: Vec<ContractRecord> = self.contracts()?.into_iter().filter(|c| c.upload.as_deref() == Some(id)).collect();
+        let contracts: Vec<ContractRecord> =
+            self.contracts()?.into_iter().filter(|c| c.upload.as_deref() == Some(id)).collect();
         let shards: Vec<serde_json::Value> = upload
             .shards
             .iter()
             .map(|s| {
                 let c = s.contract.as_ref().and_then(|cid| contracts.iter().find(|c| &c.id == cid));
-                let history: Vec<&ContractRecord> =
-                    contracts.iter().filter(|c| c.shard_index == s.index).collect();
+                let history: Vec<&ContractRecord> = contracts.iter().filter(|c| c.shard_index == s.index).collect();
                 serde_json::json!({
                     "Index": s.index,
                     "Cid": s.cid,
@@ -693,14 +705,13 @@ impl Market {
     /// that could not be had.
     async fn fetch_shards(&self, shards: &[Cid], k: usize, skip: &[usize]) -> (Vec<usize>, Vec<usize>) {
         let probe = FetchOptions { recursive: false, stall: SHARD_STALL };
-        let roots = futures::future::join_all(shards.iter().enumerate().filter(|(i, _)| !skip.contains(i)).map(
-            |(i, cid)| {
+        let roots =
+            futures::future::join_all(shards.iter().enumerate().filter(|(i, _)| !skip.contains(i)).map(|(i, cid)| {
                 let bitswap = self.network.bitswap.clone();
                 let opts = probe.clone();
                 async move { (i, bitswap.fetch(vec![*cid], opts).await.is_ok()) }
-            },
-        ))
-        .await;
+            }))
+            .await;
         let mut missing: Vec<usize> = roots.iter().filter(|(_, ok)| !ok).map(|(i, _)| *i).collect();
         let mut candidates: VecDeque<usize> = roots.iter().filter(|(_, ok)| *ok).map(|(i, _)| *i).collect();
         let mut have = Vec::new();
@@ -739,7 +750,8 @@ impl Market {
                 .store()
                 .get_local(&manifest_cid)?
                 .ok_or_else(|| MarketError::Failed(format!("manifest {manifest_cid} not found")))?;
-            UploadManifest::from_block(&data).map_err(|e| MarketError::Failed(format!("manifest {manifest_cid}: {e}")))?
+            UploadManifest::from_block(&data)
+                .map_err(|e| MarketError::Failed(format!("manifest {manifest_cid}: {e}")))?
         };
         let k = manifest.erasure.data_shards;
         let (have, missing) = self.fetch_shards(&manifest.shards, k, &[]).await;
@@ -774,7 +786,9 @@ impl Market {
             .into_iter()
             .filter(|u| u.file == text)
             .find_map(|u| u.manifest.and_then(|m| Cid::try_from(m.as_str()).ok()))
-            .ok_or_else(|| MarketError::Invalid(format!("no upload of {target} on this node; give the manifest CID instead")))
+            .ok_or_else(|| {
+                MarketError::Invalid(format!("no upload of {target} on this node; give the manifest CID instead"))
+            })
     }
 
     /// Streams the file out of the local copies of the shards in `have` (at least k), stripe by stripe.
@@ -784,10 +798,12 @@ impl Market {
         let total = manifest.erasure.total_shards();
         let mut leaves: Vec<Option<Vec<Cid>>> = vec![None; total];
         for &i in have {
-            leaves[i] = Some(shard_leaves(&manifest.shards[i], &mut get).map_err(|e| MarketError::Failed(e.to_string()))?);
+            leaves[i] =
+                Some(shard_leaves(&manifest.shards[i], &mut get).map_err(|e| MarketError::Failed(e.to_string()))?);
         }
         let params = manifest.erasure;
-        let mut decoder = ShardDecoder::new(params, manifest.file_size).map_err(|e| MarketError::Failed(e.to_string()))?;
+        let mut decoder =
+            ShardDecoder::new(params, manifest.file_size).map_err(|e| MarketError::Failed(e.to_string()))?;
         let mut hasher = RecipeHasher::new(&manifest.recipe);
         let tmp = out.with_extension("btfs-partial");
         let mut file = std::io::BufWriter::new(
@@ -801,7 +817,8 @@ impl Market {
                     let cid = leaves[i].as_ref().and_then(|l| l.get(s)).copied();
                     pieces[i] = cid.and_then(|c| get(&c));
                 }
-                let data = decoder.decode_stripe(&mut pieces).map_err(|e| MarketError::Failed(format!("stripe {s}: {e}")))?;
+                let data =
+                    decoder.decode_stripe(&mut pieces).map_err(|e| MarketError::Failed(format!("stripe {s}: {e}")))?;
                 hasher.push(&data);
                 file.write_all(&data).map_err(|e| MarketError::Failed(format!("{}: {e}", tmp.display())))?;
             }
@@ -823,11 +840,18 @@ impl Market {
 
     /// Rebuilds shard `lost` of an upload from `k` others into the store (pinned until placed); the rebuilt
     /// shard must get its original CID.
-    pub(super) async fn rebuild_shard(self: &Arc<Self>, manifest: UploadManifest, lost: usize) -> Result<(), MarketError> {
+    pub(super) async fn rebuild_shard(
+        self: &Arc<Self>,
+        manifest: UploadManifest,
+        lost: usize,
+    ) -> Result<(), MarketError> {
         let k = manifest.erasure.data_shards;
         let (have, _) = self.fetch_shards(&manifest.shards, k, &[lost]).await;
         if have.len() < k {
-            return Err(MarketError::Failed(format!("only {} of {k} shards reachable; cannot rebuild shard {lost}", have.len())));
+            return Err(MarketError::Failed(format!(
+                "only {} of {k} shards reachable; cannot rebuild shard {lost}",
+                have.len()
+            )));
         }
         self.blocking(move |m| -> Result<(), MarketError> {
             let store = m.store();
@@ -835,7 +859,8 @@ impl Market {
             let total = manifest.erasure.total_shards();
             let mut leaves: Vec<Option<Vec<Cid>>> = vec![None; total];
             for &i in &have {
-                leaves[i] = Some(shard_leaves(&manifest.shards[i], &mut get).map_err(|e| MarketError::Failed(e.to_string()))?);
+                leaves[i] =
+                    Some(shard_leaves(&manifest.shards[i], &mut get).map_err(|e| MarketError::Failed(e.to_string()))?);
             }
             let params = manifest.erasure;
             let decoder =

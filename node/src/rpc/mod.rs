@@ -73,7 +73,12 @@ pub fn router(ctx: RpcContext) -> Router {
 /// The commands this module implements, at paths relative to the API prefix (`/add`, `/pin/ls`, ...).
 /// Merge more command routes into this before handing it to `api`.
 pub fn core_routes() -> Router<RpcContext> {
-    Router::new().merge(files::routes()).merge(blocks::routes()).merge(system::routes()).merge(net::routes()).merge(market::routes())
+    Router::new()
+        .merge(files::routes())
+        .merge(blocks::routes())
+        .merge(system::routes())
+        .merge(net::routes())
+        .merge(market::routes())
 }
 
 /// Mounts command routes under `/api/v0` and `/api/v1` behind kubo's checks, with kubo's 404 for
