@@ -216,7 +216,10 @@ pub enum TermsError {
     NoVault { contract_id: B256 },
     #[error("contract {contract_id}: payment period is 0")]
     ZeroPeriod { contract_id: B256 },
-    #[error("contract {contract_id}: challenge interval {interval}s, deadline {deadline}s, threshold {threshold}")]
+    #[error(
+        "contract {contract_id}: challenge interval {interval}s, deadline {deadline}s, threshold {threshold} \
+         (each must be non-zero and the deadline no longer than the interval)"
+    )]
     ChallengePolicy { contract_id: B256, interval: u32, deadline: u32, threshold: u32 },
 }
 

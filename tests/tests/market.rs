@@ -12,10 +12,10 @@ use btfs_tests::daemon::Daemon;
 use btfs_tests::write_chacha20_file;
 use serde_json::Value;
 
-/// Fast clocks for tests: challenges every 2 s, a period every 6 s.
+/// Fast clocks for tests: a challenge every 3 s answered within 2 s, a payment period every 6 s.
 const MARKET_CONFIG: &[(&str, &str)] = &[
-    ("Storage.ChallengeInterval", "\"2s\""),
-    ("Storage.ChallengeDeadline", "\"5s\""),
+    ("Storage.ChallengeDeadline", "\"2s\""),
+    ("Storage.ChallengeInterval", "\"3s\""),
     ("Storage.FailureThreshold", "2"),
     ("Storage.PaymentPeriod", "\"6s\""),
     ("Storage.CheckInterval", "\"1s\""),

@@ -112,6 +112,12 @@ impl MarketConfig {
         if out.failure_threshold == 0 {
             return Err("Storage.FailureThreshold must be at least 1".into());
         }
+        if out.challenge_deadline.is_zero() || out.challenge_deadline > out.challenge_interval {
+            return Err(format!(
+                "Storage.ChallengeDeadline ({:?}) must be non-zero and no longer than Storage.ChallengeInterval ({:?})",
+                out.challenge_deadline, out.challenge_interval
+            ));
+        }
         if out.upfront_percent > 100 {
             return Err("Storage.UpfrontPercent must be at most 100".into());
         }

@@ -246,7 +246,8 @@ impl Market {
         if !failed.is_empty() {
             return Err(MarketError::Failed(failed.join("; ")));
         }
-        self.drop_local_shards(&record.id).await
+        // The local shard copies are unpinned by `renter_stored` when the last host confirms.
+        Ok(())
     }
 
     /// Erasure-codes `file` into shards in the store (pinned until placed) and stores the manifest (pinned).
@@ -508,6 +509,7 @@ impl Market {
         let signed =
             SignedContract::sign_renter(contract, &self.key).map_err(|e| MarketError::Failed(e.to_string()))?;
         let id = contract_id_hex(&contract_id);
+        tracing::debug!(contract = %id, host = %peer, index, %price, %upfront, secs = upload.duration_secs, "proposing");
         let answer = proto::request(self, peer, &Request::Propose { contract: signed.clone() }, ASK_TIMEOUT)
             .await
             .map_err(|e| MarketError::Failed(e.to_string()))?;
@@ -623,6 +625,12 @@ impl Market {
                     }
                     if u.shards.iter().all(|s| s.state == "stored") {
                         u.state = UploadState::Active;
+                        // Unpinned before the state is written, so that whoever sees the upload active can
+                        // collect the local copies.
+                        let remove: Vec<Cid> =
+                            u.shards.iter().filter_map(|s| Cid::try_from(s.cid.as_str()).ok()).collect();
+                        m.store().update_pins(&[], &remove).map_err(|e| busy(&e))?;
+                        tracing::info!(upload = %u.id, "every shard is held by a host; local copies unpinned");
                     }
                     batch.upload(&u);
                 }
@@ -633,22 +641,6 @@ impl Market {
         })
         .await
         .map_err(|e| (RefuseCode::Busy, e.to_string()))?
-    }
-
-    /// Unpins this node's copies of an upload's shards once every shard is held by a host.
-    async fn drop_local_shards(self: &Arc<Self>, upload: &str) -> Result<(), MarketError> {
-        let id = upload.to_string();
-        self.blocking(move |m| -> Result<(), MarketError> {
-            let Some(u) = m.upload_record(&id)? else { return Ok(()) };
-            if u.state != UploadState::Active {
-                return Ok(());
-            }
-            let remove: Vec<Cid> = u.shards.iter().filter_map(|s| Cid::try_from(s.cid.as_str()).ok()).collect();
-            m.store().update_pins(&[], &remove)?;
-            tracing::info!(upload = %id, "every shard is held by a host; local copies unpinned");
-            Ok(())
-        })
-        .await?
     }
 
     /// The status of an upload, as `storage upload status` prints it.

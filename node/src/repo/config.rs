@@ -78,6 +78,7 @@ impl Default for StorageSettings {
 pub struct HostSettings {
     pub enabled: bool,
     /// Asking price per GiB per day, in the token's base unit (an integer string).
+    #[serde(rename = "PricePerGiBDay")]
     pub price_per_gib_day: String,
     /// Total size of shards this host accepts, as a size string (`100GB`).
     pub max_storage: String,
