@@ -71,6 +71,67 @@ impl Anvil {
     }
 }
 
+/// The first dev account (unlocked in anvil, so `eth_sendTransaction` from it needs no signature).
+pub const DEV_ADDRESS_0: &str = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
+
+/// ERC20 selectors (the first four bytes of keccak-256 of the signature), as published.
+const BALANCE_OF: &str = "70a08231"; // balanceOf(address)
+const MINT: &str = "40c10f19"; // mint(address,uint256), TestToken only
+
+/// A 32-byte ABI word from an address (`0x` + 40 hex digits).
+fn word_address(address: &str) -> String {
+    format!("{:0>64}", address.trim_start_matches("0x").to_lowercase())
+}
+
+fn word_u128(value: u128) -> String {
+    format!("{value:064x}")
+}
+
+impl Anvil {
+    /// Sends a transaction from the dev account and waits for its receipt; panics if it reverts.
+    pub fn send(&self, to: Option<&str>, data: &str) -> Value {
+        let mut tx = json!({ "from": DEV_ADDRESS_0, "data": data, "gas": "0x989680" });
+        if let Some(to) = to {
+            tx["to"] = json!(to);
+        }
+        let hash = self.rpc("eth_sendTransaction", json!([tx])).expect("eth_sendTransaction");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let receipt = self.rpc("eth_getTransactionReceipt", json!([hash])).expect("receipt");
+            if !receipt.is_null() {
+                assert_eq!(receipt["status"], "0x1", "transaction reverted: {receipt}");
+                return receipt;
+            }
+            assert!(Instant::now() < deadline, "transaction {hash} not mined within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Deploys the committed `TestToken` artifact with no initial supply; returns its address.
+    pub fn deploy_test_token(&self) -> String {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../contracts-client/artifacts/TestToken.json");
+        let artifact: Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read TestToken artifact")).expect("artifact JSON");
+        let bytecode = artifact["bytecode"].as_str().expect("bytecode");
+        let receipt = self.send(None, &format!("{bytecode}{}", word_u128(0)));
+        receipt["contractAddress"].as_str().expect("contract address").to_string()
+    }
+
+    /// Mints `amount` of a `TestToken` to `to`.
+    pub fn mint(&self, token: &str, to: &str, amount: u128) {
+        self.send(Some(token), &format!("0x{MINT}{}{}", word_address(to), word_u128(amount)));
+    }
+
+    /// The ERC20 balance of `owner`.
+    pub fn token_balance(&self, token: &str, owner: &str) -> u128 {
+        let data = format!("0x{BALANCE_OF}{}", word_address(owner));
+        let out = self.rpc("eth_call", json!([{ "to": token, "data": data }, "latest"])).expect("eth_call");
+        let hex = out.as_str().expect("hex result").trim_start_matches("0x");
+        let digits = hex.trim_start_matches('0');
+        if digits.is_empty() { 0 } else { u128::from_str_radix(digits, 16).expect("balance fits in u128") }
+    }
+}
+
 impl Drop for Anvil {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use btfs_tests::chain::Anvil;
 use btfs_tests::daemon::Daemon;
 use btfs_tests::write_chacha20_file;
 use serde_json::Value;
@@ -27,8 +28,9 @@ pub struct Market {
     pub hosts: Vec<Option<Daemon>>,
 }
 
-fn start_node(bootstrap: &str, host: bool) -> Daemon {
+fn start_node(bootstrap: &str, host: bool, extra: &[(&str, &str)]) -> Daemon {
     let mut config: Vec<(&str, &str)> = MARKET_CONFIG.to_vec();
+    config.extend_from_slice(extra);
     config.push(("Bootstrap", bootstrap));
     if host {
         config.push(("Storage.Host.Enabled", "true"));
@@ -39,10 +41,15 @@ fn start_node(bootstrap: &str, host: bool) -> Daemon {
 
 impl Market {
     pub fn start(hosts: usize) -> Self {
+        Self::start_with(hosts, &[])
+    }
+
+    /// A boot node, a renter and `hosts` hosts, each with `extra` settings too.
+    pub fn start_with(hosts: usize, extra: &[(&str, &str)]) -> Self {
         let boot = Daemon::start(&[]);
         let bootstrap = format!("[\"{}\"]", boot.tcp_addr());
-        let renter = start_node(&bootstrap, false);
-        let hosts = (0..hosts).map(|_| Some(start_node(&bootstrap, true))).collect();
+        let renter = start_node(&bootstrap, false, extra);
+        let hosts = (0..hosts).map(|_| Some(start_node(&bootstrap, true, extra))).collect();
         Self { boot, renter, hosts }
     }
 
@@ -251,4 +258,100 @@ fn default_ten_plus_twenty_on_thirty_hosts_survives_losing_twenty_at_once() {
         }
     }
     download_matches(&m.renter, &cid, &src, &work.path().join("from-ten-parity-shards"));
+}
+
+/// The EVM chain end to end: anvil, the committed token and vault artifacts, a renter that deploys and funds
+/// its vault with `btfs vault`, hosts that cash their cheques on chain; balances checked on the chain itself.
+#[test]
+fn evm_cheques_are_cashed_on_chain_and_balances_add_up() {
+    let anvil = Anvil::start();
+    let token = anvil.deploy_test_token();
+    let chain_id = anvil.chain_id.to_string();
+    let rpc = format!("\"{}\"", anvil.url);
+    let token_json = format!("\"{token}\"");
+    let extra = [
+        ("Settlement.Backend", "\"evm\""),
+        ("Settlement.RpcUrl", rpc.as_str()),
+        ("Settlement.ChainId", chain_id.as_str()),
+        ("Settlement.Token", token_json.as_str()),
+        ("Settlement.CashThreshold", "\"1\""),
+    ];
+    let work = tempfile::tempdir().expect("tempdir");
+    let m = Market::start_with(3, &extra);
+    let address = |d: &Daemon| json(d, &["vault", "balance"])["Address"].as_str().expect("Address").to_string();
+    let renter_addr = address(&m.renter);
+    let host_addrs: Vec<String> = m.hosts.iter().flatten().map(address).collect();
+    for a in host_addrs.iter().chain([&renter_addr]) {
+        anvil.fund(a, 100);
+    }
+    const MINTED: u128 = 1_000_000_000_000_000;
+    const DEPOSIT: u128 = 1_000_000_000_000;
+    anvil.mint(&token, &renter_addr, MINTED);
+
+    // Before a vault exists an upload under evm is refused with a reason naming the fix.
+    let early = work.path().join("early");
+    write_chacha20_file(&early, "early", 1000).expect("write");
+    let early_cid = m.renter.run_ok(&["add", "-Q", early.to_str().expect("utf-8")]).trim().to_string();
+    let out = m.renter.repo.run(&["storage", "upload", &early_cid]);
+    assert!(!out.status.success(), "an upload without a vault must be refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("vault deploy"), "{}", String::from_utf8_lossy(&out.stderr));
+    let vault = json(&m.renter, &["vault", "deploy"])["Vault"].as_str().expect("Vault").to_string();
+    json(&m.renter, &["vault", "deposit", &DEPOSIT.to_string()]);
+    assert_eq!(anvil.token_balance(&token, &vault), DEPOSIT);
+    assert_eq!(anvil.token_balance(&token, &renter_addr), MINTED - DEPOSIT);
+    let b = json(&m.renter, &["vault", "balance"]);
+    assert_eq!(b["Balance"], DEPOSIT.to_string(), "{b}");
+
+    let (cid, id, src) = upload(&m, work.path(), 1024 * 1024 + 5, 2, 1);
+    let s = status(&m.renter, &id);
+    assert_eq!(s["Settlement"], "evm", "{s:#}");
+
+    // Every host cashes on chain: the upfront part, then periods after passed proofs. Each host's token balance
+    // is exactly what its vault record says it cashed, and the vault lost exactly the sum.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let cashed = loop {
+        let mut cashed = Vec::new();
+        for (h, addr) in m.hosts.iter().flatten().zip(&host_addrs) {
+            let list = json(h, &["cheque", "list"]);
+            let got: u128 = list["Received"]
+                .as_array()
+                .and_then(|a| a.iter().find(|r| r["Vault"] == vault.as_str()))
+                .and_then(|r| r["Cashed"].as_str())
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            cashed.push((addr.clone(), got, list));
+        }
+        let renter_paid: Vec<u128> = json(&m.renter, &["storage", "contracts", "list"])["Contracts"]
+            .as_array()
+            .map(|a| a.iter().map(|c| c["Paid"].as_str().and_then(|p| p.parse().ok()).unwrap_or(0)).collect())
+            .unwrap_or_default();
+        // A period beyond the upfront part was paid and cashed somewhere.
+        let periods_paid =
+            json(&m.renter, &["storage", "contracts", "list"])["Contracts"].as_array().is_some_and(|a| {
+                a.iter().any(|c| c["Paid"].as_str().unwrap_or("0") != c["Upfront"].as_str().unwrap_or("0"))
+            });
+        if cashed.iter().all(|(_, c, _)| *c > 0) && periods_paid && renter_paid.iter().all(|p| *p > 0) {
+            break cashed;
+        }
+        assert!(Instant::now() < deadline, "cheques not cashed on chain in time: {cashed:#?}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let mut total = 0u128;
+    for (addr, got, list) in &cashed {
+        // Cashing may be in flight between the record and the chain read; read the chain after the record.
+        let on_chain = anvil.token_balance(&token, addr);
+        assert!(on_chain >= *got && on_chain > 0, "host {addr}: chain has {on_chain}, record says {got}: {list}");
+        total += on_chain;
+    }
+    let vault_now = anvil.token_balance(&token, &vault);
+    assert_eq!(vault_now + total, DEPOSIT, "vault {vault_now} + cashed {total} != deposit {DEPOSIT}");
+    let b = json(&m.renter, &["vault", "balance"]);
+    assert_eq!(b["Balance"], vault_now.to_string(), "{b}");
+
+    // The renter withdraws part of what is left; the token comes back to its address.
+    let back = vault_now / 2;
+    json(&m.renter, &["vault", "withdraw", &back.to_string()]);
+    assert_eq!(anvil.token_balance(&token, &renter_addr), MINTED - DEPOSIT + back);
+
+    download_matches(&m.renter, &cid, &src, &work.path().join("download"));
 }

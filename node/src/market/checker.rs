@@ -471,7 +471,7 @@ impl Market {
         let settlement = self.settlement().await?;
         let outcome = settlement.cash(&r.last).await;
         let _ledger = self.ledger.lock().await;
-        let key = format!("recv/{}", r.vault);
+        let key = format!("recv/{}/{}", r.vault, r.issuer);
         let vault = r.last.cheque.vault;
         let paid_out = settlement.paid_out(vault, self.address).await.ok().flatten();
         let error = outcome.as_ref().err().map(ToString::to_string);

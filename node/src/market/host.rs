@@ -307,7 +307,8 @@ impl Market {
         let mut record = self.host_contract(peer, contract_id).await?;
         let terms = &record.contract.contract;
         let vault = terms.vault;
-        let key = format!("recv/{vault:#x}");
+        // Per vault and issuer: under the `none` backend every renter's vault is the zero address.
+        let key = format!("recv/{vault:#x}/{:#x}", terms.renter);
         let lookup = key.clone();
         let previous: Option<ReceivedCheques> = self
             .blocking(move |m| records::get(m.store(), Records::Market, &lookup))

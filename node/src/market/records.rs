@@ -2,8 +2,8 @@
 //!
 //! - `contracts`: contract id (hex) → `ContractRecord`, for both roles (a node can rent and host at once).
 //! - `market`: `upload/<id>` → `UploadRecord`; `sent/<host address>` → `SentCheques` (the renter's
-//!   cumulative cheque to one host); `recv/<vault>` → `ReceivedCheques` (the host's last cheque from one
-//!   vault); `rep/<peer>` → `Reputation`.
+//!   cumulative cheque to one host); `recv/<vault>/<issuer>` → `ReceivedCheques` (the host's last cheque
+//!   from one vault and issuer); `rep/<peer>` → `Reputation`.
 //!
 //! Every change is a read-modify-write under the market's ledger lock, written synced in one batch, so a
 //! restarted node finds every contract, cheque and upload where it was and resumes them.

@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use super::host::contract_id_hex;
 use super::records::{self, ContractRecord, ContractState, Reputation, Role, ShardRecord, UploadRecord, UploadState};
-use super::{Market, MarketError, address_of_peer, hosts_key, now, proto};
+use super::{Market, MarketError, SettlementChoice, address_of_peer, hosts_key, now, proto};
 use crate::net::bitswap::session::FetchOptions;
 use crate::repo::store::{PinKind, Records};
 
@@ -142,6 +142,13 @@ impl Market {
                 opts.duration_secs,
                 c.payment_period.as_secs()
             )));
+        }
+        if let SettlementChoice::Evm { vault: None, .. } = c.settlement {
+            return Err(MarketError::Invalid(
+                "Settlement.Backend is evm but Settlement.Vault is not set: run `btfs vault deploy` and \
+                 `btfs vault deposit <amount>` first"
+                    .into(),
+            ));
         }
         let id = random_hex(8);
         let record = UploadRecord {

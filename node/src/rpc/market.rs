@@ -161,6 +161,7 @@ async fn contracts_list(State(ctx): State<RpcContext>) -> Result<Response, ApiEr
                 "Start": c.start,
                 "End": c.end,
                 "Price": c.price.to_string(),
+                "Upfront": c.upfront.to_string(),
                 "Paid": r.paid,
                 "ProofsPassed": r.proofs_passed,
                 "ProofsFailed": r.proofs_failed,
