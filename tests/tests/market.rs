@@ -270,11 +270,12 @@ fn evm_cheques_are_cashed_on_chain_and_balances_add_up() {
     let rpc = format!("\"{}\"", anvil.url);
     let token_json = format!("\"{token}\"");
     let extra = [
-        ("Settlement.Backend", "\"evm\""),
         ("Settlement.RpcUrl", rpc.as_str()),
         ("Settlement.ChainId", chain_id.as_str()),
         ("Settlement.Token", token_json.as_str()),
         ("Settlement.CashThreshold", "\"1\""),
+        // Last: switching the backend checks the settings above.
+        ("Settlement.Backend", "\"evm\""),
     ];
     let work = tempfile::tempdir().expect("tempdir");
     let m = Market::start_with(3, &extra);
@@ -295,6 +296,7 @@ fn evm_cheques_are_cashed_on_chain_and_balances_add_up() {
     let out = m.renter.repo.run(&["storage", "upload", &early_cid]);
     assert!(!out.status.success(), "an upload without a vault must be refused");
     assert!(String::from_utf8_lossy(&out.stderr).contains("vault deploy"), "{}", String::from_utf8_lossy(&out.stderr));
+    m.renter.run_ok(&["pin", "rm", &early_cid]);
     let vault = json(&m.renter, &["vault", "deploy"])["Vault"].as_str().expect("Vault").to_string();
     json(&m.renter, &["vault", "deposit", &DEPOSIT.to_string()]);
     assert_eq!(anvil.token_balance(&token, &vault), DEPOSIT);
