@@ -213,20 +213,20 @@ impl Market {
                         reason.unwrap_or_default()
                     ));
                     rep.lost += 1;
-                    if let Some(upload) = &r.upload {
-                        if let Some(mut u) = m.upload_record(upload)? {
-                            if let Some(s) = u.shards.get_mut(r.shard_index as usize) {
-                                if s.contract.as_deref() == Some(r.id.as_str()) {
-                                    s.state = "lost".into();
-                                    if let Some(h) = s.host.take() {
-                                        s.former_hosts.push(h);
-                                    }
-                                    s.contract = None;
-                                }
+                    if let Some(upload) = &r.upload
+                        && let Some(mut u) = m.upload_record(upload)?
+                    {
+                        if let Some(s) = u.shards.get_mut(r.shard_index as usize)
+                            && s.contract.as_deref() == Some(r.id.as_str())
+                        {
+                            s.state = "lost".into();
+                            if let Some(h) = s.host.take() {
+                                s.former_hosts.push(h);
                             }
-                            u.state = UploadState::Degraded;
-                            batch.upload(&u);
+                            s.contract = None;
                         }
+                        u.state = UploadState::Degraded;
+                        batch.upload(&u);
                     }
                 }
                 batch.contract(&r).put(Records::Market, format!("rep/{peer}"), &rep);
@@ -307,11 +307,11 @@ impl Market {
                 let total = sent.last.cheque.cumulative_payout;
                 let _ = self
                     .blocking(move |m| -> Result<(), MarketError> {
-                        if let Some(mut s) = records::get::<SentCheques>(m.store(), Records::Market, &key)? {
-                            if s.last.cheque.cumulative_payout == total {
-                                s.delivered = true;
-                                records::Batch::default().put(Records::Market, key, &s).write(m.store())?;
-                            }
+                        if let Some(mut s) = records::get::<SentCheques>(m.store(), Records::Market, &key)?
+                            && s.last.cheque.cumulative_payout == total
+                        {
+                            s.delivered = true;
+                            records::Batch::default().put(Records::Market, key, &s).write(m.store())?;
                         }
                         Ok(())
                     })
@@ -408,11 +408,11 @@ impl Market {
         // Local copy no longer needed once every shard is held again.
         let id = upload.to_string();
         self.blocking(move |m| -> Result<(), MarketError> {
-            if let Some(u) = m.upload_record(&id)? {
-                if u.state == UploadState::Active {
-                    let remove: Vec<Cid> = u.shards.iter().filter_map(|s| Cid::try_from(s.cid.as_str()).ok()).collect();
-                    m.store().update_pins(&[], &remove)?;
-                }
+            if let Some(u) = m.upload_record(&id)?
+                && u.state == UploadState::Active
+            {
+                let remove: Vec<Cid> = u.shards.iter().filter_map(|s| Cid::try_from(s.cid.as_str()).ok()).collect();
+                m.store().update_pins(&[], &remove)?;
             }
             Ok(())
         })
@@ -451,16 +451,17 @@ impl Market {
         for r in received {
             let cashed = r.cashed.parse::<U256>().unwrap_or(U256::ZERO);
             let total = r.last.cheque.cumulative_payout;
-            if total > cashed && total - cashed >= cash_threshold {
-                if let Some(guard) = self.start_task(format!("cash/{}", r.vault)) {
-                    let me = self.clone();
-                    tokio::spawn(async move {
-                        let _guard = guard;
-                        if let Err(e) = me.cash(r).await {
-                            tracing::warn!(error = %e, "cashing failed; will retry");
-                        }
-                    });
-                }
+            if total > cashed
+                && total - cashed >= cash_threshold
+                && let Some(guard) = self.start_task(format!("cash/{}", r.vault))
+            {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    if let Err(e) = me.cash(r).await {
+                        tracing::warn!(error = %e, "cashing failed; will retry");
+                    }
+                });
             }
         }
         Ok(())

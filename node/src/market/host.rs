@@ -392,12 +392,11 @@ impl Market {
                 r.id != record.id && r.role == Role::Host && r.state.is_live() && r.shard_cid == record.shard_cid
             });
             records::Batch::default().contract(&record).write(m.store())?;
-            if !others {
-                if let Ok(cid) = Cid::try_from(record.shard_cid.as_str()) {
-                    if let Err(e) = m.node.pin_rm(&cid) {
-                        tracing::debug!(error = %e, "shard was not pinned");
-                    }
-                }
+            if !others
+                && let Ok(cid) = Cid::try_from(record.shard_cid.as_str())
+                && let Err(e) = m.node.pin_rm(&cid)
+            {
+                tracing::debug!(error = %e, "shard was not pinned");
             }
             Ok(())
         })

@@ -117,10 +117,11 @@ impl BlockSink<'_> {
     }
 
     fn flush(&mut self) {
-        if self.error.is_none() && !self.pending.is_empty() {
-            if let Err(e) = self.store.put_many(self.pending.iter()) {
-                self.error = Some(e.to_string());
-            }
+        if self.error.is_none()
+            && !self.pending.is_empty()
+            && let Err(e) = self.store.put_many(self.pending.iter())
+        {
+            self.error = Some(e.to_string());
         }
         self.pending.clear();
     }
@@ -587,12 +588,12 @@ impl Market {
         let _ledger = self.ledger.lock().await;
         let lookup = id.clone();
         self.blocking(move |m| -> Result<(), MarketError> {
-            if let Some(mut r) = m.contract_record(&lookup)? {
-                if r.state == ContractState::Placed {
-                    r.state = ContractState::Failed;
-                    r.reason = Some("the host never confirmed it holds the shard".into());
-                    records::Batch::default().contract(&r).write(m.store())?;
-                }
+            if let Some(mut r) = m.contract_record(&lookup)?
+                && r.state == ContractState::Placed
+            {
+                r.state = ContractState::Failed;
+                r.reason = Some("the host never confirmed it holds the shard".into());
+                records::Batch::default().contract(&r).write(m.store())?;
             }
             Ok(())
         })
@@ -625,22 +626,21 @@ impl Market {
             r.next_challenge = now() + interval.min(r.contract.contract.end.saturating_sub(now()).max(1));
             let mut batch = records::Batch::default();
             batch.contract(&r);
-            if let Some(upload) = &r.upload {
-                if let Some(mut u) = m.upload_record(upload).map_err(|e| busy(&e))? {
-                    if let Some(s) = u.shards.get_mut(r.shard_index as usize) {
-                        s.state = "stored".into();
-                    }
-                    if u.shards.iter().all(|s| s.state == "stored") {
-                        u.state = UploadState::Active;
-                        // Unpinned before the state is written, so that whoever sees the upload active can
-                        // collect the local copies.
-                        let remove: Vec<Cid> =
-                            u.shards.iter().filter_map(|s| Cid::try_from(s.cid.as_str()).ok()).collect();
-                        m.store().update_pins(&[], &remove).map_err(|e| busy(&e))?;
-                        tracing::info!(upload = %u.id, "every shard is held by a host; local copies unpinned");
-                    }
-                    batch.upload(&u);
+            if let Some(upload) = &r.upload
+                && let Some(mut u) = m.upload_record(upload).map_err(|e| busy(&e))?
+            {
+                if let Some(s) = u.shards.get_mut(r.shard_index as usize) {
+                    s.state = "stored".into();
                 }
+                if u.shards.iter().all(|s| s.state == "stored") {
+                    u.state = UploadState::Active;
+                    // Unpinned before the state is written, so that whoever sees the upload active can
+                    // collect the local copies.
+                    let remove: Vec<Cid> = u.shards.iter().filter_map(|s| Cid::try_from(s.cid.as_str()).ok()).collect();
+                    m.store().update_pins(&[], &remove).map_err(|e| busy(&e))?;
+                    tracing::info!(upload = %u.id, "every shard is held by a host; local copies unpinned");
+                }
+                batch.upload(&u);
             }
             batch.write(m.store()).map_err(|e| busy(&e))?;
             tracing::info!(contract = %id, host = %peer_text, "host holds the shard");

@@ -85,10 +85,8 @@ async fn announce(State(ctx): State<RpcContext>, req: Request) -> Result<Respons
     })
     .await?;
     let enabled = settings.get("Enabled").and_then(Value::as_bool).unwrap_or(false);
-    if enabled {
-        if let Ok(m) = ctx.node.market() {
-            m.announce_host().await;
-        }
+    if enabled && let Ok(m) = ctx.node.market() {
+        m.announce_host().await;
     }
     Ok(single(&settings))
 }
