@@ -55,35 +55,19 @@ impl Daemon {
     pub fn start_on_with(repo: TestRepo, args: &[&str]) -> Self {
         let id: Value = serde_json::from_str(&repo.run_ok(&["id"])).expect("id prints JSON");
         let peer_id = id["ID"].as_str().expect("ID").to_string();
-        let mut child = repo
-            .command()
-            .arg("daemon")
-            .args(args)
-            .env("RUST_LOG", std::env::var("BTFS_TEST_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start btfs daemon");
-        let lines = line_reader(child.stdout.take().expect("stdout"));
-        let mut addrs = Vec::new();
-        loop {
-            match lines.recv_timeout(Duration::from_secs(30)) {
-                Ok(line) if line == "Daemon is ready" => break,
-                Ok(line) => {
-                    if let Some(addr) = line.strip_prefix("Swarm listening on ") {
-                        addrs.push(format!("{addr}/p2p/{peer_id}"));
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("btfs daemon did not become ready within 30 s");
-                }
-            }
-        }
-        // Keep draining stdout so the daemon never blocks on a full pipe.
-        std::thread::spawn(move || while lines.recv().is_ok() {});
-        let api = std::fs::read_to_string(repo.path().join("api")).expect("the daemon writes $BTFS_PATH/api");
+        let (child, addrs, api) = spawn(&repo, &peer_id, args);
         Self { repo, child, peer_id, addrs, api }
+    }
+
+    /// Stops the daemon with SIGTERM and starts it again on the same repo (new ports under the test profile);
+    /// returns whether the first one exited cleanly.
+    pub fn restart(&mut self) -> bool {
+        let clean = self.terminate();
+        let (child, addrs, api) = spawn(&self.repo, &self.peer_id, &[]);
+        self.child = child;
+        self.addrs = addrs;
+        self.api = api;
+        clean
     }
 
     /// The gateway's base URL as the daemon wrote it to `$BTFS_PATH/gateway` (`http://127.0.0.1:<port>`,
@@ -136,6 +120,40 @@ impl Daemon {
         self.kill();
         false
     }
+}
+
+/// Starts `btfs daemon <args>` on `repo` and waits for "Daemon is ready"; returns the child, its swarm addresses
+/// and the API multiaddr.
+fn spawn(repo: &TestRepo, peer_id: &str, args: &[&str]) -> (Child, Vec<String>, String) {
+    let mut child = repo
+        .command()
+        .arg("daemon")
+        .args(args)
+        .env("RUST_LOG", std::env::var("BTFS_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start btfs daemon");
+    let lines = line_reader(child.stdout.take().expect("stdout"));
+    let mut addrs = Vec::new();
+    loop {
+        match lines.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line == "Daemon is ready" => break,
+            Ok(line) => {
+                if let Some(addr) = line.strip_prefix("Swarm listening on ") {
+                    addrs.push(format!("{addr}/p2p/{peer_id}"));
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("btfs daemon did not become ready within 30 s");
+            }
+        }
+    }
+    // Keep draining stdout so the daemon never blocks on a full pipe.
+    std::thread::spawn(move || while lines.recv().is_ok() {});
+    let api = std::fs::read_to_string(repo.path().join("api")).expect("the daemon writes $BTFS_PATH/api");
+    (child, addrs, api)
 }
 
 impl Drop for Daemon {

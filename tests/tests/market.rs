@@ -357,3 +357,39 @@ fn evm_cheques_are_cashed_on_chain_and_balances_add_up() {
 
     download_matches(&m.renter, &cid, &src, &work.path().join("download"));
 }
+
+/// All market state is in RocksDB: a renter and a host that restart (new ports, same repos) resume their
+/// contracts: challenges go on passing and cheques go on rising.
+#[test]
+fn a_restarted_renter_and_host_resume_every_contract() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let mut m = Market::start(3);
+    let (cid, id, src) = upload(&m, work.path(), 1024 * 1024 + 3, 2, 1);
+    let before = wait_status(&m.renter, &id, "a passed proof on every shard", Duration::from_secs(60), |s| {
+        shards(s).iter().all(|x| x["ProofsPassed"].as_u64().unwrap_or(0) >= 1)
+    });
+    let host_peer = hosts_of(&before)[0].clone();
+    let received = |d: &Daemon| -> u128 {
+        json(d, &["cheque", "list"])["Received"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter_map(|r| r["Cumulative"].as_str()?.parse::<u128>().ok()).sum())
+    };
+    let cheques_before = received(m.host_by_peer(&host_peer).expect("running").1);
+
+    assert!(m.renter.restart(), "the renter stopped cleanly");
+    assert!(m.host_by_peer(&host_peer).expect("running").1.restart(), "the host stopped cleanly");
+    let passed =
+        |s: &Value| -> Vec<u64> { shards(s).iter().map(|x| x["ProofsPassed"].as_u64().unwrap_or(0)).collect() };
+    let base = passed(&before);
+    let after = wait_status(&m.renter, &id, "proofs resumed on every shard", Duration::from_secs(90), |s| {
+        passed(s).iter().zip(&base).all(|(now, then)| now >= &(then + 2))
+    });
+    assert!(all_held(&after), "{after:#}");
+    assert_eq!(hosts_of(&after), hosts_of(&before), "no shard should have moved: {after:#}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while received(m.host_by_peer(&host_peer).expect("running").1) <= cheques_before {
+        assert!(Instant::now() < deadline, "the restarted host received no new cheque");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    download_matches(&m.renter, &cid, &src, &work.path().join("after-restart"));
+}
