@@ -329,8 +329,17 @@ impl SwarmActor {
                     let _ = reply.send(Ok(peer));
                     return;
                 }
+                if let Some(waiting) = self.peer_dials.get_mut(&peer) {
+                    // A dial to this peer is under way: wait for its outcome rather than failing.
+                    waiting.push(reply);
+                    return;
+                }
                 match self.swarm.dial(peer) {
                     Ok(()) => self.peer_dials.entry(peer).or_default().push(reply),
+                    // Another part of the node is dialing it: its connection or error event answers us.
+                    Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {
+                        self.peer_dials.entry(peer).or_default().push(reply);
+                    }
                     Err(e) => {
                         let _ = reply.send(Err(format!("dial {peer}: {e}")));
                     }
