@@ -92,6 +92,9 @@ fn main() -> Result<()> {
 
     let mut download_time = None;
     if args.download {
+        // Only the manifest stays on the renter: the download fetches k shards from the hosts.
+        renter.run_ok(&["pin", "rm", &cid]);
+        renter.run_ok(&["repo", "gc"]);
         let out = work.path().join("rebuilt");
         let started = Instant::now();
         renter.run_ok(&["storage", "download", &cid, "-o", out.to_str().context("utf-8 path")?]);
