@@ -21,9 +21,9 @@ use cid::Cid;
 
 use crate::block::{Block, CidParams, CidVersion, RAW};
 use crate::dagpb;
-use crate::erasure::{ErasureParams, MAX_SHARDS, ParamsError};
+use crate::erasure::{ErasureParams, MAX_SHARDS, ParamsError, SHARD_FILE};
 use crate::file::LeafKind;
-use crate::hash::{HashFunction, SHA2_256};
+use crate::hash::HashFunction;
 use crate::import::ChunkSize;
 use crate::links::DAG_CBOR;
 use crate::recipe::{ImportRecipe, RecipeError, RecipeLayout};
@@ -75,7 +75,7 @@ pub enum ManifestError {
     ShardCount { got: usize, expected: usize },
     #[error("manifest says shards are {got} bytes, the erasure code makes {expected:?}")]
     ShardSize { got: u64, expected: Option<u64> },
-    #[error("shard {index} CID {cid} is not a CIDv1 sha2-256 raw or dag-pb CID")]
+    #[error("shard {index} CID {cid} is not a CIDv1 blake3 raw or dag-pb CID (the shard format)")]
     ShardCid { index: usize, cid: Cid },
     #[error("manifest recipe: {0}")]
     Recipe(#[from] RecipeError),
@@ -122,7 +122,7 @@ impl UploadManifest {
         }
         for (index, cid) in self.shards.iter().enumerate() {
             let shard_like = cid.version() == cid::Version::V1
-                && cid.hash().code() == SHA2_256
+                && cid.hash().code() == SHARD_FILE.cids.hash.code()
                 && cid.hash().size() == 32
                 && (cid.codec() == RAW || cid.codec() == dagpb::CODEC);
             if !shard_like {
@@ -477,13 +477,17 @@ mod tests {
         Cid::new_v1(codec, HashFunction::Sha2_256.digest(&seed.to_le_bytes()))
     }
 
+    fn shard_cid(codec: u64, seed: u64) -> Cid {
+        Cid::new_v1(codec, HashFunction::Blake3.digest(&seed.to_le_bytes()))
+    }
+
     fn sample(k: usize, m: usize, piece: usize, file_size: u64) -> UploadManifest {
         let erasure = ErasureParams { data_shards: k, parity_shards: m, piece_size: piece };
         UploadManifest {
             file: Cid::new_v0(HashFunction::Sha2_256.digest(b"file")).expect("sha2-256 makes a v0 cid"),
             file_size,
             erasure,
-            shards: (0..k + m).map(|i| sha_cid(dagpb::CODEC, i as u64)).collect(),
+            shards: (0..k + m).map(|i| shard_cid(dagpb::CODEC, i as u64)).collect(),
             shard_size: erasure.shard_size(file_size).expect("small"),
             recipe: ImportRecipe {
                 cid_version: CidVersion::V0,
@@ -619,7 +623,7 @@ mod tests {
                 file,
                 file_size,
                 erasure,
-                shards: (0..k + m).map(|i| sha_cid(codec, i as u64)).collect(),
+                shards: (0..k + m).map(|i| shard_cid(codec, i as u64)).collect(),
                 shard_size: erasure.shard_size(file_size).expect("fits"),
                 recipe,
             };
