@@ -1,8 +1,9 @@
 //! Erasure-coding throughput, measured in one run on one input: the raw `reed-solomon-erasure` encoder (the
 //! reference), the shard hash (BLAKE3) over every piece alone, and our full `ShardEncoder` (parity, raw leaves,
-//! the 30 shard trees, every block hashed) on one thread and on `--threads` threads (parity by column ranges, leaf
-//! hashes spread; default: the available cores). Figures are MB/s of input (10^6 bytes per second). The encoder's erasure part is the
-//! same `encode_sep` call as (a); what it adds is (d), the hashing, and the piece buffers.
+//! the 30 shard trees, every block hashed) on one thread and on `--threads` threads (a leaf-hasher thread one
+//! stripe behind the parity; default: the available cores). Figures are MB/s of input (10^6 bytes per
+//! second). The encoder's erasure part is the same `encode_sep` call as (a); what it adds is (d), the hashing,
+//! and the piece buffers.
 //!
 //! ```sh
 //! cargo run --release -p btfs-chunker --example erasure_bench -- [--size-mib N] [--threads N]   # default 1 GiB

@@ -231,6 +231,49 @@ pub struct ShardEncoder {
     file_size: u64,
     stripes: u64,
     threads: NonZeroUsize,
+    /// With two or more threads: the leaf hasher running one stripe behind the parity.
+    hasher: Option<LeafHasher>,
+}
+
+/// A thread that turns a stripe's pieces into leaf blocks (hashing them) while the caller's thread computes the
+/// next stripe's parity: a two-stage pipeline, at most [`LeafHasher::AHEAD`] stripes in flight.
+#[derive(Debug)]
+struct LeafHasher {
+    pieces: std::sync::mpsc::SyncSender<Vec<Vec<u8>>>,
+    leaves: std::sync::mpsc::Receiver<Vec<(Block, Link)>>,
+    in_flight: usize,
+}
+
+impl LeafHasher {
+    /// Stripes handed to the hasher and not yet taken back; memory is this many stripes more than one.
+    const AHEAD: usize = 1;
+
+    fn start() -> Self {
+        let (pieces, work) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(Self::AHEAD);
+        let (done, leaves) = std::sync::mpsc::sync_channel(Self::AHEAD + 1);
+        // The thread ends when the encoder (and so `pieces`) is dropped.
+        std::thread::spawn(move || {
+            for stripe in work {
+                let hashed: Vec<(Block, Link)> = stripe.into_iter().map(|p| SHARD_FILE.leaf(p)).collect();
+                if done.send(hashed).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { pieces, leaves, in_flight: 0 }
+    }
+
+    fn send(&mut self, stripe: Vec<Vec<u8>>) -> Result<(), ErasureError> {
+        self.pieces.send(stripe).map_err(|_| ErasureError::BugThread)?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    fn take(&mut self) -> Result<Vec<(Block, Link)>, ErasureError> {
+        let leaves = self.leaves.recv().map_err(|_| ErasureError::BugThread)?;
+        self.in_flight -= 1;
+        Ok(leaves)
+    }
 }
 
 impl ShardEncoder {
@@ -248,14 +291,18 @@ impl ShardEncoder {
             file_size: 0,
             stripes: 0,
             threads: NonZeroUsize::MIN,
+            hasher: None,
         })
     }
 
-    /// Encodes each stripe on `threads` scoped threads (default 1: no thread is spawned): the parity by
-    /// column ranges, then the `k + m` leaves' hashes. Leaf hashing is most of the encoder's work (SHA-256 of
-    /// `(k + m) / k` times the input). The blocks still reach `emit` in the same order, on the caller's thread.
+    /// Encodes on `threads` threads (default 1: no thread is started). With two or more, a hasher thread turns
+    /// stripe N's pieces into leaf blocks while the caller's thread computes stripe N+1's parity (on
+    /// `threads - 1` column ranges): the two halves of the work, parity and leaf hashing (the shard hash of
+    /// `(k + m) / k` times the input), cost about the same. The blocks still reach `emit` in the same order, on
+    /// the caller's thread, one stripe later than without threads.
     pub fn with_threads(mut self, threads: NonZeroUsize) -> Self {
         self.threads = threads;
+        self.hasher = (threads.get() > 1).then(LeafHasher::start);
         self
     }
 
@@ -291,33 +338,20 @@ impl ShardEncoder {
         // The codec overwrites every parity byte, so the fresh buffers' zeroes are never read.
         let parity = self.parity.iter_mut().map(|buf| std::mem::replace(buf, vec![0u8; piece]));
         let pieces: Vec<Vec<u8>> = data.chain(parity).collect();
-        if self.threads.get() == 1 {
-            for (file, piece) in self.files.iter_mut().zip(pieces) {
-                file.push_owned(piece, emit)?;
-            }
-        } else {
-            let per_thread = pieces.len().div_ceil(self.threads.get());
-            let mut groups: Vec<Vec<Vec<u8>>> = Vec::with_capacity(self.threads.get());
-            let mut rest = pieces.into_iter();
-            loop {
-                let group: Vec<Vec<u8>> = rest.by_ref().take(per_thread).collect();
-                if group.is_empty() {
-                    break;
+        match &mut self.hasher {
+            None => {
+                for (file, piece) in self.files.iter_mut().zip(pieces) {
+                    file.push_owned(piece, emit)?;
                 }
-                groups.push(group);
             }
-            let leaves: Vec<Vec<(Block, Link)>> = std::thread::scope(|s| {
-                let handles: Vec<_> = groups
-                    .into_iter()
-                    .map(|g| s.spawn(move || g.into_iter().map(|p| SHARD_FILE.leaf(p)).collect::<Vec<_>>()))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().map_err(|_| ErasureError::BugThread))
-                    .collect::<Result<Vec<_>, _>>()
-            })?;
-            for (file, (block, link)) in self.files.iter_mut().zip(leaves.into_iter().flatten()) {
-                file.push_leaf(block, link, emit);
+            Some(hasher) => {
+                hasher.send(pieces)?;
+                if hasher.in_flight > LeafHasher::AHEAD {
+                    let leaves = hasher.take()?;
+                    for (file, (block, link)) in self.files.iter_mut().zip(leaves) {
+                        file.push_leaf(block, link, emit);
+                    }
+                }
             }
         }
         self.filling = 0;
@@ -328,7 +362,8 @@ impl ShardEncoder {
     /// Computes the open stripe's parity; with several threads, each takes a range of columns (the code works
     /// byte column by byte column, so ranges are independent), 64-byte aligned.
     fn encode_parity(&mut self) -> Result<(), ErasureError> {
-        let threads = self.threads.get();
+        // One thread is the leaf hasher's.
+        let threads = self.threads.get().saturating_sub(1).max(1);
         let piece = self.params.piece_size;
         let columns = piece.div_ceil(threads).next_multiple_of(PIECE_ALIGN);
         if threads == 1 || columns >= piece {
@@ -373,6 +408,14 @@ impl ShardEncoder {
                 buf.resize(piece, 0);
             }
             self.flush_stripe(emit)?;
+        }
+        if let Some(hasher) = &mut self.hasher {
+            while hasher.in_flight > 0 {
+                let leaves = hasher.take()?;
+                for (file, (block, link)) in self.files.iter_mut().zip(leaves) {
+                    file.push_leaf(block, link, emit);
+                }
+            }
         }
         debug_assert_eq!(self.stripes, self.params.stripes(self.file_size));
         let shards = self.files.into_iter().map(|f| f.finish(emit)).collect();
