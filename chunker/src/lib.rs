@@ -1,8 +1,8 @@
 //! The btfs content model: bytes to blocks and back.
 //!
 //! Chunkers, UnixFS encode/decode, balanced and trickle DAG builders, directories and HAMT sharding, CIDs and
-//! CAR files. This crate is pure: no filesystem, network, database or async runtime. Callers hand it bytes
-//! and receive blocks; where the blocks go is theirs to decide.
+//! CAR files, and BitTorrent metainfo. This crate is pure: no filesystem, network, database or async runtime.
+//! Callers hand it bytes and receive blocks; where the blocks go is theirs to decide.
 
 pub mod bitswap;
 pub mod block;
@@ -19,6 +19,7 @@ pub mod manifest;
 pub mod proof;
 pub mod recipe;
 pub mod tar;
+pub mod torrent;
 pub mod unixfs;
 pub mod varint;
 pub mod walk;
