@@ -2,7 +2,8 @@
 # Installs what building and testing btfs needs on Debian 12: libclang (RocksDB's bindings), Node.js and npm
 # (the reference importer used by the tests), Chromium (the gateway's browser test drives Debian's build through
 # puppeteer-core, which downloads no browser), nginx, wrk and curl (the gateway benchmark's reference server and
-# clients), then the npm packages of tests/js and of contracts-client/solidity (solc, anvil). Safe to run again.
+# clients), libtorrent's Python bindings, opentracker, mktorrent and aria2 (the BitTorrent interop tests' peers,
+# tests/bt), then the npm packages of tests/js and of contracts-client/solidity (solc, anvil). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,13 @@ command -v cc >/dev/null || need+=(build-essential)
 command -v wrk >/dev/null || need+=(wrk)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v curl >/dev/null || need+=(curl)
+# Real BitTorrent peers for the interop tests (tests/bt): libtorrent's Python bindings (only importable from
+# Debian's /usr/bin/python3), a tracker, a torrent maker and a second client. The opentracker package ships a
+# service listening on 0.0.0.0:6969; the tests never use it (they start their own on 127.0.0.1).
+/usr/bin/python3 -c 'import libtorrent' >/dev/null 2>&1 || need+=(python3-libtorrent)
+command -v opentracker >/dev/null || need+=(opentracker)
+command -v mktorrent >/dev/null || need+=(mktorrent)
+command -v aria2c >/dev/null || need+=(aria2)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
