@@ -22,7 +22,7 @@ pub const SHA2_512: u64 = 0x13;
 pub const BLAKE3: u64 = 0x1e;
 /// Multicodec of blake2b-256.
 pub const BLAKE2B_256: u64 = 0xb220;
-/// Multicodec of sha1 (BitTorrent infohashes); not computed here yet.
+/// Multicodec of sha1: BitTorrent v1 infohashes, verified but never chosen for new blocks.
 pub const SHA1: u64 = 0x11;
 
 /// Largest block an identity multihash may hold when read from outside (kubo's `--inline-limit` cap).
@@ -134,6 +134,11 @@ pub enum MultihashVerifyError {
 pub fn verify_multihash(mh: &Multihash, data: &[u8]) -> Result<(), MultihashVerifyError> {
     let ok = match mh.code() {
         IDENTITY => mh.digest() == data,
+        // BitTorrent v1 infohashes name `torrent-info` blocks; never used to name new UnixFS blocks.
+        SHA1 => {
+            use sha1::Digest as _;
+            sha1::Sha1::digest(data).as_slice() == mh.digest()
+        }
         code => match HashFunction::from_code(code) {
             Some(f) => f.digest(data).digest() == mh.digest(),
             None => return Err(MultihashVerifyError::Unsupported(code)),

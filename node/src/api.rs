@@ -31,6 +31,8 @@ pub struct Node {
     pub(crate) online: std::sync::OnceLock<crate::online::Online>,
     /// Set once by the daemon when the storage market runs.
     pub(crate) market: std::sync::OnceLock<std::sync::Arc<crate::market::Market>>,
+    /// Set once by the daemon when its BitTorrent seeding session runs.
+    pub(crate) torrents: std::sync::OnceLock<std::sync::Arc<crate::bittorrent::Torrents>>,
     /// Shared by commands that write unpinned blocks, exclusive for those that delete (see module doc).
     gc_lock: RwLock<()>,
 }
@@ -96,6 +98,7 @@ impl Node {
             gc_lock: RwLock::new(()),
             online: Default::default(),
             market: Default::default(),
+            torrents: Default::default(),
         })
     }
 
@@ -106,6 +109,7 @@ impl Node {
             gc_lock: RwLock::new(()),
             online: Default::default(),
             market: Default::default(),
+            torrents: Default::default(),
         })
     }
 

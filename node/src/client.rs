@@ -446,6 +446,30 @@ impl Client {
         })
     }
 
+    /// A command that takes one uploaded file (multipart, as kubo sends file arguments), answering JSON lines.
+    pub fn command_with_file(
+        &self,
+        cmd: &str,
+        query: &[(&str, &str)],
+        name: &str,
+        bytes: Vec<u8>,
+        each: &mut dyn FnMut(Value),
+    ) -> Result<(), ClientError> {
+        let boundary = format!("btfs-{:032x}", rand::random::<u128>());
+        let mut body = part_header(&boundary, name, "application/octet-stream").into_bytes();
+        body.extend_from_slice(&bytes);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let sent = self
+            .request(cmd, query)
+            .header("Content-Type", format!("multipart/form-data; boundary={boundary}"))
+            .send(&body[..]);
+        let resp = self.finish(cmd, sent)?;
+        self.lines(resp, |v: Value| {
+            each(v);
+            Ok(())
+        })
+    }
+
     /// Asks the daemon to stop.
     pub fn shutdown(&self) -> Result<(), ClientError> {
         self.call("shutdown", &[]).map(drop)

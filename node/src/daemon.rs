@@ -154,6 +154,13 @@ async fn serve(
             .await
             .map_err(|e| DaemonError::Config { key: "Storage", reason: e.to_string() })?;
         let _ = node.market.set(market);
+        let torrents = crate::bittorrent::Torrents::start(node.clone())
+            .await
+            .map_err(|e| DaemonError::Config { key: "BitTorrent", reason: e.to_string() })?;
+        if let Some(addr) = torrents.listen_addr() {
+            println!("BitTorrent listening on {addr}");
+        }
+        let _ = node.torrents.set(torrents);
         // Announce what is pinned again now; Kademlia re-publishes on its interval from here on.
         let announcer = node.clone();
         tokio::task::spawn_blocking(move || {
@@ -206,6 +213,9 @@ async fn serve(
     let api = axum::serve(listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
     // A failing gateway stops the daemon too, and the API's shutdown waits for the gateway's requests.
     shutdown.cancel();
+    if let Some(t) = node.torrents.get() {
+        t.shutdown().await;
+    }
     let gateway = gateway.await;
     api.map_err(|source| DaemonError::Bind { addr: api_multiaddr, source })?;
     match gateway {

@@ -8,6 +8,7 @@
 
 pub mod add;
 pub mod api;
+pub mod bittorrent;
 pub mod blocks;
 pub mod cli;
 pub mod client;

@@ -4,6 +4,7 @@
 //! text in both modes.
 
 mod backend;
+mod bittorrent;
 mod market;
 
 use std::io::{self, IsTerminal, Read, Write};
@@ -133,6 +134,9 @@ pub enum Command {
     /// Cheques sent and received.
     #[command(subcommand)]
     Cheque(market::ChequeCommand),
+    /// BitTorrent: import torrents into the store, seed the store back to BitTorrent.
+    #[command(subcommand)]
+    Bittorrent(bittorrent::BitTorrentCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -372,6 +376,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Storage(cmd) => market::storage(&path, cmd, &mut stdout)?,
         Command::Vault(cmd) => market::vault(&path, cmd, &mut stdout)?,
         Command::Cheque(cmd) => market::cheque(&path, cmd, &mut stdout)?,
+        Command::Bittorrent(cmd) => bittorrent::run(&path, cmd, &mut stdout, json)?,
         Command::Add(args) => add(&Backend::open(&path)?, args, &mut stdout, json)?,
         Command::Cat { path: p, offset, length } => {
             Backend::open(&path)?.cat(&p, offset, length, &mut stdout)?;

@@ -33,6 +33,50 @@ pub struct Config {
     pub storage: StorageSettings,
     #[serde(default)]
     pub settlement: SettlementSettings,
+    #[serde(default, rename = "BitTorrent")]
+    pub bit_torrent: BitTorrentSettings,
+}
+
+/// The BitTorrent engine (`BitTorrent.*`), used by imports and by the daemon's seeding.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct BitTorrentSettings {
+    /// TCP `ip:port` for peers; port 0 picks a free port (each import runs its own session).
+    pub listen: String,
+    /// Run a DHT node (BEP 5) for magnets without trackers and for announcing seeds.
+    pub dht: bool,
+    /// DHT bootstrap nodes as `host:port`; `null` means the engine's public defaults.
+    pub dht_bootstrap: Option<Vec<String>>,
+    /// Local service discovery (BEP 14, multicast on the LAN).
+    pub local_discovery: bool,
+    /// Trackers announced to for every torrent seeded, besides its own.
+    pub trackers: Vec<String>,
+}
+
+impl Default for BitTorrentSettings {
+    fn default() -> Self {
+        Self { listen: "0.0.0.0:0".into(), dht: true, dht_bootstrap: None, local_discovery: true, trackers: Vec::new() }
+    }
+}
+
+impl BitTorrentSettings {
+    /// Settings that never reach past loopback: the `test` profile's.
+    pub fn loopback() -> Self {
+        Self {
+            listen: "127.0.0.1:0".into(),
+            dht_bootstrap: Some(Vec::new()),
+            local_discovery: false,
+            ..Self::default()
+        }
+    }
+
+    /// Checks what can be checked without starting anything.
+    pub fn check(&self) -> Result<(), String> {
+        self.listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("BitTorrent.Listen {:?} is not ip:port: {e}", self.listen))?;
+        Ok(())
+    }
 }
 
 /// The storage market (`Storage.*`): host mode, and the renter's proof, payment and repair schedule.
@@ -348,6 +392,11 @@ impl ConfigFile {
             gateway: GatewaySettings::default(),
             storage: StorageSettings::default(),
             settlement: SettlementSettings::default(),
+            bit_torrent: if profile == InitProfile::Test {
+                BitTorrentSettings::loopback()
+            } else {
+                BitTorrentSettings::default()
+            },
         };
         let tree = serde_json::to_value(&typed).unwrap_or(Value::Null);
         Self { tree, typed }
@@ -363,6 +412,7 @@ impl ConfigFile {
         typed.reprovider.interval().map_err(|e| invalid(format!("Reprovider.Interval: {e}")))?;
         typed.gateway.limits().map_err(|e| invalid(format!("Gateway: {e}")))?;
         crate::market::MarketConfig::from_settings(&typed).map_err(invalid)?;
+        typed.bit_torrent.check().map_err(invalid)?;
         Ok(Self { tree, typed })
     }
 
@@ -417,6 +467,7 @@ impl ConfigFile {
         typed.gateway.limits().map_err(|reason| ConfigError::BadValue { key: key.into(), reason })?;
         crate::market::MarketConfig::from_settings(&typed)
             .map_err(|reason| ConfigError::BadValue { key: key.into(), reason })?;
+        typed.bit_torrent.check().map_err(|reason| ConfigError::BadValue { key: key.into(), reason })?;
         self.tree = tree;
         self.typed = typed;
         Ok(())

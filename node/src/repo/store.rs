@@ -30,6 +30,7 @@ const CF_META: &str = "meta";
 const CF_DHT: &str = "dht";
 const CF_CONTRACTS: &str = "contracts";
 const CF_MARKET: &str = "market";
+const CF_TORRENTS: &str = "torrents";
 
 /// Write buffer per memtable for blocks; two or three of these bound the store's write memory.
 const BLOCK_WRITE_BUFFER: usize = 32 * 1024 * 1024;
@@ -155,7 +156,8 @@ impl BlockStore {
             ColumnFamilyDescriptor::new(CF_META, small.clone()),
             ColumnFamilyDescriptor::new(CF_DHT, small.clone()),
             ColumnFamilyDescriptor::new(CF_CONTRACTS, small.clone()),
-            ColumnFamilyDescriptor::new(CF_MARKET, small),
+            ColumnFamilyDescriptor::new(CF_MARKET, small.clone()),
+            ColumnFamilyDescriptor::new(CF_TORRENTS, small),
         ];
         let db = DB::open_cf_descriptors(&db_opts, dir, cfs)
             .map_err(|source| StoreError::Open { path: dir.display().to_string(), source })?;
@@ -434,6 +436,8 @@ impl BlockStore {
 pub enum Records {
     Contracts,
     Market,
+    /// Imported and seeded torrents (`bittorrent`).
+    Torrents,
 }
 
 impl Records {
@@ -441,6 +445,7 @@ impl Records {
         match self {
             Self::Contracts => CF_CONTRACTS,
             Self::Market => CF_MARKET,
+            Self::Torrents => CF_TORRENTS,
         }
     }
 }

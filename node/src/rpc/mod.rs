@@ -22,6 +22,7 @@
 //! that sends `INLINE_ERRORS_HEADER` gets such an error on a JSON stream as a last line instead.
 
 mod args;
+mod bittorrent;
 mod blocks;
 mod body;
 mod error;
@@ -79,6 +80,7 @@ pub fn core_routes() -> Router<RpcContext> {
         .merge(system::routes())
         .merge(net::routes())
         .merge(market::routes())
+        .merge(bittorrent::routes())
 }
 
 /// Mounts command routes under `/api/v0` and `/api/v1` behind kubo's checks, with kubo's 404 for

@@ -1,0 +1,346 @@
+//! The BitTorrent engine behind a small trait: what the node needs from a swarm client, and its one
+//! implementation over `librqbit`. Nothing outside this file names a librqbit type, so the import and seed
+//! logic reads as the node's own, and the engine can be swapped or doubled in tests.
+//!
+//! A `Swarm` is one librqbit session: a TCP listener, an optional DHT node, trackers. Imports each get a
+//! session of their own (so an import behaves the same with and without a daemon, and `--dht-bootstrap`
+//! applies to it alone); the daemon keeps one more for seeding.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use librqbit::storage::{StorageFactory, StorageFactoryExt, TorrentStorage};
+use librqbit::{
+    AddTorrent, AddTorrentOptions, AddTorrentResponse, DhtSessionConfig, ListenerMode, ListenerOptions,
+    ManagedTorrentShared, PeerConnectionOptions, Session, SessionOptions, TorrentMetadata, TorrentStatsState,
+};
+
+/// How a swarm session is set up.
+#[derive(Debug, Clone)]
+pub struct SwarmOptions {
+    /// The TCP address peers connect to; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Whether to run a DHT node.
+    pub dht: bool,
+    /// DHT bootstrap nodes (`host:port`); `None` means librqbit's public defaults.
+    pub dht_bootstrap: Option<Vec<String>>,
+    /// Multicast local service discovery (BEP 14).
+    pub local_discovery: bool,
+}
+
+/// What went wrong in the swarm.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot start the BitTorrent engine: {0}")]
+    Start(String),
+    #[error("the BitTorrent engine refused the torrent: {0}")]
+    Add(String),
+    #[error("no peer sent the torrent's metadata within {0:?} (is anyone seeding it, and reachable?)")]
+    MetadataTimeout(Duration),
+    #[error("the download stalled: {done} of {total} bytes after {after:?} (no reachable peer has the rest)")]
+    Timeout { done: u64, total: u64, after: Duration },
+    #[error("the download failed: {0}")]
+    Failed(String),
+}
+
+/// A magnet resolved through ut_metadata.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// A .torrent wrapping the info dict exactly as the peers sent it, with the magnet's trackers.
+    pub torrent: Bytes,
+    /// Peers met while resolving, handed to the download so it does not look for them again.
+    pub peers: Vec<SocketAddr>,
+}
+
+/// Where a download stands.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+    pub peers: usize,
+    /// Download speed in bytes per second.
+    pub speed: f64,
+}
+
+/// One download.
+pub struct Download<'a> {
+    pub torrent: Bytes,
+    pub dir: &'a Path,
+    /// Indices of the files to fetch (all when `None`).
+    pub only: Option<Vec<usize>>,
+    pub peers: Vec<SocketAddr>,
+    /// Give up after this long without any progress.
+    pub stall_timeout: Duration,
+    pub progress: &'a (dyn Fn(Progress) + Send + Sync),
+}
+
+/// Read access to the files of a torrent being seeded, by the file's index in the info dict.
+pub trait SeedFiles: Send + Sync {
+    /// Fills `buf` with the bytes of file `file` at `offset`.
+    fn read_at(&self, file: usize, offset: u64, buf: &mut [u8]) -> Result<(), String>;
+}
+
+/// What the node asks of a BitTorrent client.
+pub trait Engine: Send + Sync {
+    /// Fetches a magnet's metadata from the swarm.
+    fn resolve<'a>(&'a self, magnet: &'a str, timeout: Duration) -> BoxFuture<'a, Result<Resolved, EngineError>>;
+    /// Downloads into `dir`, keeping what is already there and verified; returns once every selected file
+    /// is complete.
+    fn download<'a>(&'a self, job: Download<'a>) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// Seeds a torrent whose data `files` reads; it stays in the swarm until `stop` or shutdown.
+    fn seed(&self, torrent: Bytes, files: Arc<dyn SeedFiles>) -> BoxFuture<'_, Result<(), EngineError>>;
+    /// Leaves the swarm of one torrent (by v1 infohash). Files are never deleted.
+    fn stop<'a>(&'a self, info_hash: &'a [u8; 20]) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// The address peers reach this node at.
+    fn listen_addr(&self) -> SocketAddr;
+    /// Stops everything.
+    fn shutdown(&self) -> BoxFuture<'_, ()>;
+}
+
+/// The engine over a librqbit session.
+pub struct Librqbit {
+    session: Arc<Session>,
+    listen: SocketAddr,
+}
+
+impl Librqbit {
+    /// Starts a session. Must run inside a multi-threaded tokio runtime.
+    pub async fn start(opts: &SwarmOptions) -> Result<Self, EngineError> {
+        let listen = concrete_listen_addr(opts.listen)?;
+        let dht = opts.dht.then(|| DhtSessionConfig {
+            bootstrap_addrs: opts.dht_bootstrap.clone(),
+            port: None,
+            // No DHT state in the OS cache directory: the node keeps its own files under $BTFS_PATH only.
+            persistence: None,
+        });
+        let session_opts = SessionOptions {
+            dht,
+            persistence: None,
+            fastresume: false,
+            listen: Some(ListenerOptions {
+                mode: ListenerMode::TcpOnly,
+                listen_addr: listen,
+                // librqbit announces port 4240 for loopback listeners unless told the real one.
+                announce_port: Some(listen.port()),
+                ipv4_only: listen.is_ipv4(),
+                enable_upnp_port_forwarding: false,
+                ..Default::default()
+            }),
+            disable_local_service_discovery: !opts.local_discovery,
+            ipv4_only: listen.is_ipv4(),
+            client_name_and_version: Some(concat!("btfs/", env!("CARGO_PKG_VERSION")).to_string()),
+            ..Default::default()
+        };
+        let session = Session::new_with_opts(std::env::temp_dir(), session_opts)
+            .await
+            .map_err(|e| EngineError::Start(format!("{e:#}")))?;
+        let listen = session.listen_addr().unwrap_or(listen);
+        Ok(Self { session, listen })
+    }
+}
+
+/// librqbit needs the real port up front to announce it; pick a free one when asked for port 0.
+fn concrete_listen_addr(addr: SocketAddr) -> Result<SocketAddr, EngineError> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let probe = TcpListener::bind(addr).map_err(|e| EngineError::Start(format!("cannot listen on {addr}: {e}")))?;
+    probe.local_addr().map_err(|e| EngineError::Start(e.to_string()))
+}
+
+fn peer_opts() -> PeerConnectionOptions {
+    PeerConnectionOptions { connect_timeout: Some(Duration::from_secs(5)), ..Default::default() }
+}
+
+impl Engine for Librqbit {
+    fn resolve<'a>(&'a self, magnet: &'a str, timeout: Duration) -> BoxFuture<'a, Result<Resolved, EngineError>> {
+        Box::pin(async move {
+            let opts = AddTorrentOptions { list_only: true, peer_opts: Some(peer_opts()), ..Default::default() };
+            let add = self.session.add_torrent(AddTorrent::from_url(magnet), Some(opts));
+            match tokio::time::timeout(timeout, add).await {
+                Err(_) => Err(EngineError::MetadataTimeout(timeout)),
+                Ok(Err(e)) => Err(EngineError::Add(format!("{e:#}"))),
+                Ok(Ok(AddTorrentResponse::ListOnly(r))) => {
+                    Ok(Resolved { torrent: r.torrent_bytes, peers: r.seen_peers })
+                }
+                Ok(Ok(_)) => Err(EngineError::Add("the magnet was added instead of listed".into())),
+            }
+        })
+    }
+
+    fn download<'a>(&'a self, job: Download<'a>) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let dir = job.dir.to_str().ok_or_else(|| EngineError::Add("the staging path is not UTF-8".into()))?;
+            let opts = AddTorrentOptions {
+                output_folder: Some(dir.to_string()),
+                overwrite: true,
+                only_files: job.only.clone(),
+                initial_peers: (!job.peers.is_empty()).then(|| job.peers.clone()),
+                peer_opts: Some(peer_opts()),
+                ..Default::default()
+            };
+            let handle = self
+                .session
+                .add_torrent(AddTorrent::TorrentFileBytes(job.torrent.clone()), Some(opts))
+                .await
+                .map_err(|e| EngineError::Add(format!("{e:#}")))?
+                .into_handle()
+                .ok_or_else(|| EngineError::Add("no torrent handle".into()))?;
+            let id = handle.id();
+            let outcome = watch(&handle, job.stall_timeout, job.progress).await;
+            // Leave the swarm and close the files either way; the data stays for the add or a resumed import.
+            let _ = self.session.delete(id.into(), false).await;
+            outcome
+        })
+    }
+
+    fn seed(&self, torrent: Bytes, files: Arc<dyn SeedFiles>) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async move {
+            let opts = AddTorrentOptions {
+                overwrite: true,
+                storage_factory: Some(BlockStorageFactory { files }.boxed()),
+                peer_opts: Some(peer_opts()),
+                ..Default::default()
+            };
+            let handle = match self.session.add_torrent(AddTorrent::TorrentFileBytes(torrent), Some(opts)).await {
+                Ok(AddTorrentResponse::AlreadyManaged(..)) => return Ok(()),
+                Ok(r) => r.into_handle().ok_or_else(|| EngineError::Add("no torrent handle".into()))?,
+                Err(e) => return Err(EngineError::Add(format!("{e:#}"))),
+            };
+            // The initial check reads every piece from the block store; a piece that fails it means the
+            // store does not hold the data the torrent describes.
+            handle.wait_until_initialized().await.map_err(|e| EngineError::Failed(format!("{e:#}")))?;
+            let stats = handle.stats();
+            if stats.progress_bytes < stats.total_bytes {
+                let _ = self.session.delete(handle.id().into(), false).await;
+                return Err(EngineError::Failed(format!(
+                    "only {} of {} bytes could be read from the block store and matched the piece hashes",
+                    stats.progress_bytes, stats.total_bytes
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    fn stop<'a>(&'a self, info_hash: &'a [u8; 20]) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let id = librqbit::dht::Id20::new(*info_hash);
+            if self.session.get(id.into()).is_some() {
+                self.session.delete(id.into(), false).await.map_err(|e| EngineError::Failed(format!("{e:#}")))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn listen_addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move { self.session.stop().await })
+    }
+}
+
+/// Follows a download to its end, reporting progress; fails when nothing arrives for `stall`.
+async fn watch(
+    handle: &librqbit::ManagedTorrent,
+    stall: Duration,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<(), EngineError> {
+    let started = Instant::now();
+    let mut last_done = 0u64;
+    let mut last_change = Instant::now();
+    let mut completed = std::pin::pin!(handle.wait_until_completed());
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            result = &mut completed => {
+                let stats = handle.stats();
+                progress(Progress { done: stats.progress_bytes, total: stats.total_bytes, peers: 0, speed: 0.0 });
+                return result.map_err(|e| EngineError::Failed(format!("{e:#}")));
+            }
+            _ = tick.tick() => {
+                let stats = handle.stats();
+                if let TorrentStatsState::Error = stats.state {
+                    return Err(EngineError::Failed(stats.error.unwrap_or_else(|| "unknown error".into())));
+                }
+                let (peers, speed) = stats.live.as_ref().map_or((0, 0.0), |l| {
+                    (l.snapshot.peer_stats.live as usize, l.download_speed.mbps * 1024.0 * 1024.0)
+                });
+                progress(Progress { done: stats.progress_bytes, total: stats.total_bytes, peers, speed });
+                if stats.progress_bytes != last_done {
+                    last_done = stats.progress_bytes;
+                    last_change = Instant::now();
+                } else if last_change.elapsed() >= stall {
+                    return Err(EngineError::Timeout {
+                        done: stats.progress_bytes,
+                        total: stats.total_bytes,
+                        after: started.elapsed(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Storage for seeding: reads come from the block store through `SeedFiles`; writes are refused (a seeded
+/// torrent is complete by construction, and the initial check proves it).
+#[derive(Clone)]
+struct BlockStorageFactory {
+    files: Arc<dyn SeedFiles>,
+}
+
+struct BlockStorage {
+    files: Arc<dyn SeedFiles>,
+}
+
+impl StorageFactory for BlockStorageFactory {
+    type Storage = BlockStorage;
+
+    fn create(&self, _: &ManagedTorrentShared, _: &TorrentMetadata) -> anyhow::Result<BlockStorage> {
+        Ok(BlockStorage { files: self.files.clone() })
+    }
+
+    fn clone_box(&self) -> librqbit::storage::BoxStorageFactory {
+        self.clone().boxed()
+    }
+}
+
+impl TorrentStorage for BlockStorage {
+    fn init(&mut self, _: &ManagedTorrentShared, _: &TorrentMetadata) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn pread_exact(&self, file_id: usize, offset: u64, buf: &mut [u8]) -> anyhow::Result<()> {
+        self.files.read_at(file_id, offset, buf).map_err(anyhow::Error::msg)
+    }
+
+    fn pwrite_all(&self, file_id: usize, offset: u64, _: &[u8]) -> anyhow::Result<()> {
+        anyhow::bail!("a seeded torrent is read-only (write to file {file_id} at {offset})")
+    }
+
+    fn remove_file(&self, _: usize, _: &Path) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn remove_directory_if_empty(&self, _: &Path) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn ensure_file_length(&self, _: usize, _: u64) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn take(&self) -> anyhow::Result<Box<dyn TorrentStorage>> {
+        Ok(Box::new(BlockStorage { files: self.files.clone() }))
+    }
+}
+
+/// The default listen address of a profile.
+pub fn loopback_any_port() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
+}

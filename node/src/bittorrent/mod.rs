@@ -1,0 +1,699 @@
+//! BitTorrent in and out of the store.
+//!
+//! **Import** (`bittorrent import`): a .torrent, magnet or bare infohash is resolved and checked by our own
+//! metainfo parser (`btfs_chunker::torrent`) before the swarm sees it; the engine downloads into a staging
+//! folder under the repo (`bittorrent/staging/<infohash>`), which a stopped import leaves in place so the
+//! next run resumes from the pieces already verified; then the files are added as UnixFS exactly as
+//! `btfs add -r --hidden` would (padding files left out), the info dict is stored as a `torrent-info` block
+//! (CIDv1, multicodec 0x7b, the infohash as its sha1 multihash; a hybrid's also under its sha2-256 v2 hash),
+//! and only then is the torrent recorded as imported. A torrent already recorded is not fetched again.
+//!
+//! **Seed** (`bittorrent seed`, daemon only): an imported torrent is seeded under its original infohash from
+//! its stored info dict; any other UnixFS file or directory gets a new v1 torrent. Either way the data is read
+//! from the block store (`files`), never copied out.
+//!
+//! Records live in the `torrents` column family: `ih/<40 hex>` → the JSON `TorrentRecord`, and
+//! `root/<cid>` → the infohash, for seeding by CID.
+
+pub mod engine;
+pub mod files;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use btfs_chunker::Cid;
+use btfs_chunker::block::Block;
+use btfs_chunker::torrent::{self as metainfo, Info, Magnet, Metainfo, Version};
+use multihash_codetable::MultihashDigest;
+use serde::{Deserialize, Serialize};
+
+use crate::Node;
+use crate::add::{AddEvents, AddInput, AddOptions, Added, TreeEntry, TreeEntryKind, TreeSource};
+use crate::repo::config::BitTorrentSettings;
+use crate::repo::store::{PinKind, Records, StoreError};
+use engine::{Download, Engine, EngineError, Librqbit, Progress, SwarmOptions};
+use files::{SeedFile, StoreFiles};
+
+/// Multicodec of a BitTorrent info dict (`torrent-info`).
+pub const TORRENT_INFO: u64 = 0x7b;
+/// Multicodec of sha1.
+const SHA1: u64 = 0x11;
+/// The largest .torrent file read (a 1 TiB torrent with 16 KiB pieces has 1.3 GB of piece hashes; real
+/// ones use bigger pieces and stay far below this).
+pub const MAX_TORRENT_FILE: u64 = 64 * 1024 * 1024;
+/// Default: give up when no byte arrives for this long.
+pub const DEFAULT_STALL: Duration = Duration::from_secs(120);
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum TorrentError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "{0} is a BitTorrent v2-only torrent, which this node cannot download yet (the librqbit engine speaks \
+         v1; hybrid torrents work through their v1 side)"
+    )]
+    V2Only(String),
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("adding the downloaded files failed: {0}")]
+    Add(String),
+    #[error("no torrent is recorded for {0}")]
+    Unknown(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("staging folder {path}: {source}")]
+    Staging { path: String, source: std::io::Error },
+    #[error("seeding needs the daemon: run 'btfs daemon' first")]
+    NotRunning,
+}
+
+/// One file of a recorded torrent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileRecord {
+    /// `/`-joined path inside the torrent (the torrent's name is not part of it).
+    pub path: String,
+    pub length: u64,
+    /// The file's UnixFS CID; absent for padding files and files left out with `--only`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub padding: bool,
+}
+
+/// What the node knows about one torrent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TorrentRecord {
+    /// The v1 infohash, 40 hex digits.
+    pub info_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info_hash_v2: Option<String>,
+    pub name: String,
+    /// The UnixFS root: the file of a single-file torrent, else the directory named after the torrent.
+    pub root: String,
+    /// The `torrent-info` block holding the exact info dict.
+    pub info_cid: String,
+    pub files: Vec<FileRecord>,
+    /// Total bytes of the files held (padding excluded).
+    pub size: u64,
+    /// File indices imported when `--only` was used; absent when all were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only: Option<Vec<usize>>,
+    /// `import` or `seed` (a torrent made here from a CID).
+    pub origin: String,
+    /// Seeded by the daemon (resumed when it starts).
+    #[serde(default)]
+    pub seeding: bool,
+    /// Trackers to announce to when seeding.
+    #[serde(default)]
+    pub trackers: Vec<String>,
+}
+
+/// What to import.
+#[derive(Debug, Clone)]
+pub struct ImportRequest {
+    /// A .torrent path, a magnet link, or a bare v1 infohash; with `torrent`, only a label for messages.
+    pub source: String,
+    /// The .torrent's bytes, when the caller read (or was sent) the file.
+    pub torrent: Option<Vec<u8>>,
+    pub only: Option<Vec<usize>>,
+    pub stall_timeout: Duration,
+    /// Overrides `BitTorrent.DhtBootstrap` for this import.
+    pub dht_bootstrap: Option<Vec<String>>,
+}
+
+/// Events of an import, for progress bars.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "Event")]
+pub enum ImportEvent {
+    /// The metadata is known (from the file, or fetched for a magnet).
+    Metadata {
+        name: String,
+        info_hash: String,
+        total: u64,
+    },
+    Download {
+        done: u64,
+        total: u64,
+        peers: usize,
+        speed: f64,
+    },
+    /// The files are being added to the store.
+    Adding,
+}
+
+/// The outcome of an import.
+#[derive(Debug, Clone, Serialize)]
+pub struct Imported {
+    pub record: TorrentRecord,
+    /// True when the torrent was already in the store and nothing was fetched.
+    pub already: bool,
+}
+
+/// What `seed` answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Seeding {
+    pub info_hash: String,
+    pub name: String,
+    pub magnet: String,
+    pub root: String,
+}
+
+/// The swarm options from the config, with an optional DHT bootstrap override.
+pub fn swarm_options(
+    settings: &BitTorrentSettings,
+    dht_bootstrap: Option<Vec<String>>,
+) -> Result<SwarmOptions, TorrentError> {
+    let listen = settings
+        .listen
+        .parse()
+        .map_err(|e| TorrentError::Invalid(format!("BitTorrent.Listen {:?}: {e}", settings.listen)))?;
+    let dht_bootstrap = dht_bootstrap.or_else(|| settings.dht_bootstrap.clone());
+    // An empty bootstrap list leaves the DHT nothing to join: it stays off rather than fail to bootstrap.
+    let dht = settings.dht && dht_bootstrap.as_ref().is_none_or(|b| !b.is_empty());
+    Ok(SwarmOptions { listen, dht, dht_bootstrap, local_discovery: settings.local_discovery })
+}
+
+/// A source as given on the command line.
+enum Source {
+    File(Vec<u8>),
+    Magnet(Magnet, String),
+}
+
+fn read_source(text: &str) -> Result<Source, TorrentError> {
+    let invalid = |e: &dyn std::fmt::Display| TorrentError::Invalid(e.to_string());
+    if text.starts_with("magnet:") {
+        let m = metainfo::parse_magnet(text).map_err(|e| invalid(&e))?;
+        return Ok(Source::Magnet(m, text.to_string()));
+    }
+    if text.len() == 40 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let link = format!("magnet:?xt=urn:btih:{}", text.to_ascii_lowercase());
+        let m = metainfo::parse_magnet(&link).map_err(|e| invalid(&e))?;
+        return Ok(Source::Magnet(m, link));
+    }
+    let path = Path::new(text);
+    let read = |source| TorrentError::Read { path: text.to_string(), source };
+    let len = std::fs::metadata(path).map_err(read)?.len();
+    if len > MAX_TORRENT_FILE {
+        return Err(TorrentError::Invalid(format!(
+            "{text} is {len} bytes; a .torrent file larger than {MAX_TORRENT_FILE} bytes is refused"
+        )));
+    }
+    Ok(Source::File(std::fs::read(path).map_err(read)?))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses and checks a torrent before anything is fetched for it.
+fn checked(bytes: &[u8], what: &str) -> Result<Metainfo, TorrentError> {
+    let meta = metainfo::parse_torrent(bytes).map_err(|e| TorrentError::Invalid(format!("{what}: {e}")))?;
+    if meta.info.version == Version::V2Only {
+        return Err(TorrentError::V2Only(what.to_string()));
+    }
+    Ok(meta)
+}
+
+/// What `bittorrent metainfo` prints for a .torrent file's bytes.
+pub fn metainfo_json(bytes: &[u8], what: &str) -> Result<serde_json::Value, TorrentError> {
+    let meta = metainfo::parse_torrent(bytes).map_err(|e| TorrentError::Invalid(format!("{what}: {e}")))?;
+    Ok(metainfo::to_json(&meta))
+}
+
+/// The `torrent-info` blocks of an info dict: under the v1 infohash, and the v2 one for hybrids.
+fn info_blocks(meta: &Info) -> Result<Vec<Block>, TorrentError> {
+    let mut out = Vec::new();
+    if let Some(h) = meta.info_hash_v1 {
+        let mh = btfs_chunker::hash::Multihash::wrap(SHA1, &h).map_err(|e| TorrentError::Invalid(e.to_string()))?;
+        out.push(Block { cid: Cid::new_v1(TORRENT_INFO, mh), data: meta.info_bytes.clone() });
+    }
+    if meta.info_hash_v2.is_some() {
+        let mh = multihash_codetable::Code::Sha2_256.digest(&meta.info_bytes);
+        out.push(Block { cid: Cid::new_v1(TORRENT_INFO, mh), data: meta.info_bytes.clone() });
+    }
+    Ok(out)
+}
+
+/// The torrents of one node.
+pub struct Torrents {
+    node: Arc<Node>,
+    /// The daemon's seeding session.
+    seeder: Option<Box<dyn Engine>>,
+    /// Infohashes being imported now: a second import of the same torrent waits for the first's record.
+    importing: Mutex<std::collections::HashSet<String>>,
+}
+
+impl std::fmt::Debug for Torrents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Torrents").field("seeding", &self.seeder.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl Torrents {
+    /// Without a daemon: imports, listing and metadata only.
+    pub fn offline(node: Arc<Node>) -> Self {
+        Self { node, seeder: None, importing: Mutex::default() }
+    }
+
+    /// In the daemon: starts the seeding session and resumes seeding what was seeded before.
+    pub async fn start(node: Arc<Node>) -> Result<Arc<Self>, TorrentError> {
+        let settings = node.repo().config().typed().bit_torrent.clone();
+        let opts = swarm_options(&settings, None)?;
+        let engine = Librqbit::start(&opts).await?;
+        tracing::info!(listen = %engine::Engine::listen_addr(&engine), "BitTorrent seeding session started");
+        let this = Arc::new(Self { node, seeder: Some(Box::new(engine)), importing: Mutex::default() });
+        let resume = this.clone();
+        tokio::spawn(async move {
+            let records = match resume.list() {
+                Ok(r) => r,
+                Err(e) => return tracing::warn!(error = %e, "cannot read the torrent records"),
+            };
+            for r in records.into_iter().filter(|r| r.seeding) {
+                let cid = r.root.clone();
+                if let Err(e) = resume.seed(&cid, None, Vec::new()).await {
+                    tracing::warn!(info_hash = %r.info_hash, error = %e, "cannot resume seeding");
+                }
+            }
+        });
+        Ok(this)
+    }
+
+    /// The address the seeding session listens on.
+    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        self.seeder.as_ref().map(|e| e.listen_addr())
+    }
+
+    pub async fn shutdown(&self) {
+        if let Some(e) = &self.seeder {
+            e.shutdown().await;
+        }
+    }
+
+    /// Every recorded torrent.
+    pub fn list(&self) -> Result<Vec<TorrentRecord>, TorrentError> {
+        let rows = self.node.repo().store().record_scan(Records::Torrents, b"ih/")?;
+        Ok(rows.into_iter().filter_map(|(_, v)| serde_json::from_slice(&v).ok()).collect())
+    }
+
+    fn record(&self, info_hash: &str) -> Result<Option<TorrentRecord>, TorrentError> {
+        let key = format!("ih/{info_hash}");
+        let raw = self.node.repo().store().record_get(Records::Torrents, key.as_bytes())?;
+        Ok(raw.and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    fn record_by_root(&self, root: &Cid) -> Result<Option<TorrentRecord>, TorrentError> {
+        let key = format!("root/{root}");
+        match self.node.repo().store().record_get(Records::Torrents, key.as_bytes())? {
+            Some(ih) => self.record(&String::from_utf8_lossy(&ih)),
+            None => Ok(None),
+        }
+    }
+
+    fn save(&self, r: &TorrentRecord) -> Result<(), TorrentError> {
+        let value = serde_json::to_vec(r).map_err(|e| TorrentError::Invalid(e.to_string()))?;
+        let (k1, k2) = (format!("ih/{}", r.info_hash), format!("root/{}", r.root));
+        let puts = [
+            (Records::Torrents, k1.as_bytes(), value.as_slice()),
+            (Records::Torrents, k2.as_bytes(), r.info_hash.as_bytes()),
+        ];
+        Ok(self.node.repo().store().record_write(&puts, &[])?)
+    }
+
+    /// True when the record's root and info block are still in the store.
+    fn still_held(&self, r: &TorrentRecord) -> bool {
+        let store = self.node.repo().store();
+        let held = |c: &str| Cid::try_from(c).ok().is_some_and(|c| store.has(&c).unwrap_or(false));
+        held(&r.root) && held(&r.info_cid)
+    }
+
+    /// Imports a torrent; see the module doc.
+    pub async fn import(
+        &self,
+        req: ImportRequest,
+        events: &(dyn Fn(ImportEvent) + Send + Sync),
+    ) -> Result<Imported, TorrentError> {
+        let source = match &req.torrent {
+            Some(bytes) => Source::File(bytes.clone()),
+            None => read_source(&req.source)?,
+        };
+        let known = match &source {
+            Source::File(bytes) => {
+                let meta = checked(bytes, &req.source)?;
+                meta.info.info_hash_v1.map(|h| hex(&h))
+            }
+            Source::Magnet(m, _) => match m.info_hash_v1 {
+                Some(h) => Some(hex(&h)),
+                None => return Err(TorrentError::V2Only(format!("magnet {}", req.source))),
+            },
+        };
+        if let Some(ih) = &known
+            && let Some(r) = self.record(ih)?
+            && r.origin == "import"
+            && self.still_held(&r)
+            && covers(&r.only, &req.only)
+        {
+            return Ok(Imported { record: r, already: true });
+        }
+        let _guard = match &known {
+            Some(ih) => Some(ImportGuard::take(&self.importing, ih)?),
+            None => None,
+        };
+
+        let settings = self.node.repo().config().typed().bit_torrent.clone();
+        let opts = swarm_options(&settings, req.dht_bootstrap.clone())?;
+        let engine = Librqbit::start(&opts).await?;
+        let result = self.import_with(&engine, source, &req, events).await;
+        engine.shutdown().await;
+        result
+    }
+
+    async fn import_with(
+        &self,
+        engine: &dyn Engine,
+        source: Source,
+        req: &ImportRequest,
+        events: &(dyn Fn(ImportEvent) + Send + Sync),
+    ) -> Result<Imported, TorrentError> {
+        let (torrent, peers, meta) = match source {
+            Source::File(bytes) => {
+                let meta = checked(&bytes, &req.source)?;
+                (bytes::Bytes::from(bytes), Vec::new(), meta)
+            }
+            Source::Magnet(magnet, link) => {
+                let resolved = engine.resolve(&link, req.stall_timeout).await?;
+                let meta = checked(&resolved.torrent, "the metadata the peers sent")?;
+                if meta.info.info_hash_v1 != magnet.info_hash_v1 {
+                    return Err(TorrentError::Invalid(
+                        "the metadata the peers sent does not match the magnet's infohash".into(),
+                    ));
+                }
+                (resolved.torrent, resolved.peers, meta)
+            }
+        };
+        let info_hash =
+            meta.info.info_hash_v1.map(|h| hex(&h)).ok_or_else(|| TorrentError::V2Only(req.source.clone()))?;
+        if let Some(only) = &req.only
+            && let Some(bad) = only.iter().find(|i| **i >= meta.info.files.len())
+        {
+            return Err(TorrentError::Invalid(format!(
+                "--only {bad}: the torrent has {} files (see 'btfs bittorrent metainfo')",
+                meta.info.files.len()
+            )));
+        }
+        let total: u64 = selected(&meta.info, &req.only).map(|(_, f)| f.length).sum();
+        events(ImportEvent::Metadata { name: meta.info.name.clone(), info_hash: info_hash.clone(), total });
+
+        let staging = self.node.repo().path().join("bittorrent").join("staging").join(&info_hash);
+        std::fs::create_dir_all(&staging)
+            .map_err(|source| TorrentError::Staging { path: staging.display().to_string(), source })?;
+        let progress = |p: Progress| {
+            events(ImportEvent::Download { done: p.done, total: p.total, peers: p.peers, speed: p.speed })
+        };
+        engine
+            .download(Download {
+                torrent: torrent.clone(),
+                dir: &staging,
+                only: req.only.clone(),
+                peers,
+                stall_timeout: req.stall_timeout,
+                progress: &progress,
+            })
+            .await?;
+
+        events(ImportEvent::Adding);
+        let node = self.node.clone();
+        let only = req.only.clone();
+        let record = tokio::task::spawn_blocking(move || store_import(&node, &meta, &staging, only, &info_hash))
+            .await
+            .map_err(|e| TorrentError::Add(e.to_string()))??;
+        self.save(&record)?;
+        let staging = self.node.repo().path().join("bittorrent").join("staging").join(&record.info_hash);
+        let _ = std::fs::remove_dir_all(&staging);
+        if let Ok(root) = Cid::try_from(record.root.as_str()) {
+            self.node.announce(vec![root]);
+        }
+        Ok(Imported { record, already: false })
+    }
+
+    /// Seeds `cid` (see the module doc); returns the magnet.
+    pub async fn seed(&self, cid: &str, name: Option<String>, trackers: Vec<String>) -> Result<Seeding, TorrentError> {
+        let engine = self.seeder.as_ref().ok_or(TorrentError::NotRunning)?;
+        let root = Cid::try_from(cid.strip_prefix("/ipfs/").unwrap_or(cid))
+            .map_err(|e| TorrentError::Invalid(format!("invalid CID {cid:?}: {e}")))?;
+        let node = self.node.clone();
+        let existing = self.record_by_root(&root)?;
+        let mut config_trackers = self.node.repo().config().typed().bit_torrent.trackers.clone();
+        let (mut record, info) = tokio::task::spawn_blocking(move || prepare_seed(&node, root, existing, name))
+            .await
+            .map_err(|e| TorrentError::Add(e.to_string()))??;
+        for t in trackers.into_iter().chain(config_trackers.drain(..)) {
+            if !record.trackers.contains(&t) {
+                record.trackers.push(t);
+            }
+        }
+        let torrent = metainfo::make_torrent(&info.info_bytes, &record.trackers);
+        let seed_files = seed_files(&record);
+        let files = Arc::new(StoreFiles::new(self.node.clone(), seed_files));
+        engine.seed(torrent.into(), files).await?;
+        record.seeding = true;
+        self.save(&record)?;
+        let mut magnet = format!("magnet:?xt=urn:btih:{}&dn={}", record.info_hash, urlencoding::encode(&record.name));
+        for t in &record.trackers {
+            magnet.push_str(&format!("&tr={}", urlencoding::encode(t)));
+        }
+        Ok(Seeding { info_hash: record.info_hash.clone(), name: record.name.clone(), magnet, root: record.root })
+    }
+
+    /// Stops seeding a torrent (by infohash or root CID).
+    pub async fn unseed(&self, key: &str) -> Result<TorrentRecord, TorrentError> {
+        let engine = self.seeder.as_ref().ok_or(TorrentError::NotRunning)?;
+        let record = match self.record(&key.to_ascii_lowercase())? {
+            Some(r) => Some(r),
+            None => match Cid::try_from(key) {
+                Ok(c) => self.record_by_root(&c)?,
+                Err(_) => None,
+            },
+        };
+        let mut record = record.ok_or_else(|| TorrentError::Unknown(key.to_string()))?;
+        let mut ih = [0u8; 20];
+        for (i, b) in ih.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&record.info_hash[2 * i..2 * i + 2], 16).unwrap_or(0);
+        }
+        engine.stop(&ih).await?;
+        record.seeding = false;
+        self.save(&record)?;
+        Ok(record)
+    }
+}
+
+/// Whether an import that took `had` covers a request for `want` (`None` = all files).
+fn covers(had: &Option<Vec<usize>>, want: &Option<Vec<usize>>) -> bool {
+    match (had, want) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(h), Some(w)) => w.iter().all(|i| h.contains(i)),
+    }
+}
+
+/// The files an import takes, with their indices: padding never, and only those asked for.
+fn selected<'a>(
+    meta: &'a Info,
+    only: &'a Option<Vec<usize>>,
+) -> impl Iterator<Item = (usize, &'a metainfo::FileEntry)> + 'a {
+    meta.files.iter().enumerate().filter(move |(i, f)| !f.padding && only.as_ref().is_none_or(|o| o.contains(i)))
+}
+
+/// Holds an infohash in the set of imports under way.
+struct ImportGuard<'a> {
+    set: &'a Mutex<std::collections::HashSet<String>>,
+    key: String,
+}
+
+impl<'a> ImportGuard<'a> {
+    fn take(set: &'a Mutex<std::collections::HashSet<String>>, key: &str) -> Result<Self, TorrentError> {
+        if !set.lock().unwrap_or_else(PoisonError::into_inner).insert(key.to_string()) {
+            return Err(TorrentError::Invalid(format!("torrent {key} is already being imported")));
+        }
+        Ok(Self { set, key: key.to_string() })
+    }
+}
+
+impl Drop for ImportGuard<'_> {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.key);
+    }
+}
+
+/// Adds the staged files to the store and builds the record (nothing is recorded here).
+fn store_import(
+    node: &Node,
+    meta: &Metainfo,
+    staging: &Path,
+    only: Option<Vec<usize>>,
+    info_hash: &str,
+) -> Result<TorrentRecord, TorrentError> {
+    let add_err = |e: &dyn std::fmt::Display| TorrentError::Add(e.to_string());
+    // librqbit writes a single-file torrent to <dir>/<name> and a multi-file one's files to <dir>/<path>.
+    let meta_all = meta;
+    let meta = &meta_all.info;
+    let single = is_single_file(meta);
+    let mut chosen: Vec<(usize, &metainfo::FileEntry)> = selected(meta, &only).collect();
+    let input = if single {
+        let path = staging.join(&meta.name);
+        let file = std::fs::File::open(&path)
+            .map_err(|source| TorrentError::Read { path: path.display().to_string(), source })?;
+        AddInput::Stream { name: Some(meta.name.clone()), reader: Box::new(file) }
+    } else {
+        // Depth-first and contiguous per directory, as a tree source must be.
+        chosen.sort_by(|a, b| a.1.path.cmp(&b.1.path));
+        let entries = chosen
+            .iter()
+            .map(|(_, f)| (f.path.join("/"), staging.join(f.path[1..].iter().collect::<PathBuf>())))
+            .collect();
+        AddInput::Tree(Box::new(StagedTree { name: meta.name.clone(), entries, next: 0, sent_root: false }))
+    };
+    let opts = AddOptions { pin: true, recursive: true, hidden: true, ..Default::default() };
+    let mut seen = Collect::default();
+    let roots = node.add(vec![input], &opts, &mut seen).map_err(|e| add_err(&e))?;
+    let root = roots.first().ok_or_else(|| TorrentError::Add("nothing was added".into()))?.cid;
+
+    let blocks = info_blocks(meta)?;
+    node.repo().store().put_many(&blocks)?;
+    let pins: Vec<(Cid, PinKind)> = blocks.iter().map(|b| (b.cid, PinKind::Direct)).collect();
+    node.repo().store().update_pins(&pins, &[])?;
+
+    let files = meta
+        .files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let path = inner_path(meta, f);
+            let cid = if f.padding || only.as_ref().is_some_and(|o| !o.contains(&i)) {
+                None
+            } else if single {
+                Some(root.to_string())
+            } else {
+                seen.by_name.get(&f.path.join("/")).map(|c| c.to_string())
+            };
+            FileRecord { path, length: f.length, cid, padding: f.padding }
+        })
+        .collect();
+    Ok(TorrentRecord {
+        info_hash: info_hash.to_string(),
+        info_hash_v2: meta.info_hash_v2.map(|h| hex(&h)),
+        name: meta.name.clone(),
+        root: root.to_string(),
+        info_cid: blocks[0].cid.to_string(),
+        files,
+        size: chosen.iter().map(|(_, f)| f.length).sum(),
+        only,
+        origin: "import".into(),
+        seeding: false,
+        trackers: meta_all.announce.iter().flatten().cloned().collect(),
+    })
+}
+
+/// A single-file torrent's one file has the path `[name]`; a multi-file torrent's are `[name, dir.., file]`.
+fn is_single_file(info: &Info) -> bool {
+    matches!(info.files.as_slice(), [f] if f.path.len() == 1)
+}
+
+/// A file's path inside the torrent, without the torrent's name (a single file's is its name).
+fn inner_path(info: &Info, f: &metainfo::FileEntry) -> String {
+    if is_single_file(info) { info.name.clone() } else { f.path[1..].join("/") }
+}
+
+/// `add`'s reports, by name.
+#[derive(Default)]
+struct Collect {
+    by_name: std::collections::HashMap<String, Cid>,
+}
+
+impl AddEvents for Collect {
+    fn added(&mut self, entry: &Added) {
+        self.by_name.insert(entry.name.clone(), entry.cid);
+    }
+}
+
+/// The staged files of a multi-file torrent, as `add` reads a tree: `<name>`, then each `<name>/<path>` (the
+/// info dict's path, which starts with the name) in path order.
+struct StagedTree {
+    name: String,
+    entries: Vec<(String, PathBuf)>,
+    next: usize,
+    sent_root: bool,
+}
+
+impl TreeSource for StagedTree {
+    fn next_entry(&mut self) -> std::io::Result<Option<TreeEntry>> {
+        if !self.sent_root {
+            self.sent_root = true;
+            return Ok(Some(TreeEntry { path: self.name.clone(), kind: TreeEntryKind::Directory }));
+        }
+        let Some((path, file)) = self.entries.get(self.next) else { return Ok(None) };
+        self.next += 1;
+        let reader = std::fs::File::open(file)?;
+        Ok(Some(TreeEntry { path: path.clone(), kind: TreeEntryKind::File(Box::new(reader)) }))
+    }
+}
+
+/// The files to seed for a record, by index in its info dict.
+fn seed_files(r: &TorrentRecord) -> Vec<SeedFile> {
+    r.files
+        .iter()
+        .map(|f| match (&f.cid, f.padding) {
+            (_, true) => SeedFile::Padding { length: f.length },
+            (Some(c), false) => match Cid::try_from(c.as_str()) {
+                Ok(cid) => SeedFile::Stored { cid, length: f.length },
+                Err(_) => SeedFile::Missing,
+            },
+            (None, false) => SeedFile::Missing,
+        })
+        .collect()
+}
+
+/// The record and metainfo to seed `root` under: the stored info dict of a torrent recorded for it, or a
+/// new v1 torrent made from the UnixFS DAG.
+fn prepare_seed(
+    node: &Node,
+    root: Cid,
+    existing: Option<TorrentRecord>,
+    name: Option<String>,
+) -> Result<(TorrentRecord, Info), TorrentError> {
+    if let Some(r) = existing {
+        let info_cid = Cid::try_from(r.info_cid.as_str()).map_err(|e| TorrentError::Invalid(e.to_string()))?;
+        let info = node
+            .repo()
+            .store()
+            .get_local(&info_cid)?
+            .ok_or_else(|| TorrentError::Invalid(format!("the info dict block {info_cid} is missing")))?;
+        let meta = metainfo::parse_info(&info).map_err(|e| TorrentError::Invalid(format!("stored info dict: {e}")))?;
+        return Ok((r, meta));
+    }
+    let made = make::torrent_for(node, &root, name)?;
+    let blocks = info_blocks(&made.info)?;
+    node.repo().store().put_many(&blocks)?;
+    let pins: Vec<(Cid, PinKind)> = blocks.iter().map(|b| (b.cid, PinKind::Direct)).collect();
+    node.repo().store().update_pins(&pins, &[])?;
+    let meta = made.info;
+    let record = TorrentRecord {
+        info_hash: meta.info_hash_v1.map(|h| hex(&h)).unwrap_or_default(),
+        info_hash_v2: None,
+        name: meta.name.clone(),
+        root: root.to_string(),
+        info_cid: blocks[0].cid.to_string(),
+        files: made.files,
+        size: meta.files.iter().map(|f| f.length).sum(),
+        only: None,
+        origin: "seed".into(),
+        seeding: false,
+        trackers: Vec::new(),
+    };
+    Ok((record, meta))
+}
+
+mod make;
