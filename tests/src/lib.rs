@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
+pub mod bt;
 pub mod chain;
 pub mod daemon;
 

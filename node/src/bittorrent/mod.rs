@@ -465,6 +465,11 @@ impl Torrents {
         for t in &record.trackers {
             magnet.push_str(&format!("&tr={}", urlencoding::encode(t)));
         }
+        // BEP 9's peer address, when this node's is a specific one (not 0.0.0.0, which no peer can dial).
+        let listen = engine.listen_addr();
+        if !listen.ip().is_unspecified() {
+            magnet.push_str(&format!("&x.pe={listen}"));
+        }
         Ok(Seeding { info_hash: record.info_hash.clone(), name: record.name.clone(), magnet, root: record.root })
     }
 

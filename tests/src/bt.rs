@@ -1,0 +1,293 @@
+//! Real BitTorrent peers for the interop tests and the import benchmark: opentracker, libtorrent (through
+//! `tests/bt/lt.py`, run with Debian's `/usr/bin/python3`), mktorrent and aria2 (`tests/bt/aria2.py`). All
+//! of them listen on and talk to 127.0.0.1 only; `tests/bt/README.md` has the details behind each flag.
+
+use std::fs;
+use std::io::Write;
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// Debian's Python, the only one that imports `libtorrent`.
+pub const PYTHON: &str = "/usr/bin/python3";
+
+/// `tests/bt/`.
+pub fn bt_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("bt")
+}
+
+fn lt_py() -> PathBuf {
+    bt_dir().join("lt.py")
+}
+
+/// Runs a harness script to completion and parses the JSON line it prints last.
+fn run_json(mut cmd: Command, what: &str) -> Value {
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or("");
+    let value: Value = serde_json::from_str(last).unwrap_or(Value::Null);
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {last}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).lines().rev().take(15).collect::<Vec<_>>().join("\n")
+    );
+    value
+}
+
+/// What `lt.py make` reports: `info_hash`, `info_hash_v2`, `whitelist`, `magnet`, `files`, ...
+pub fn lt_make(path: &Path, out: &Path, piece_kib: u32, hybrid: bool, trackers: &[String]) -> Value {
+    let mut cmd = Command::new(PYTHON);
+    cmd.arg(lt_py()).args(["make", "--out"]).arg(out).args(["--piece-kib", &piece_kib.to_string()]);
+    if hybrid {
+        cmd.arg("--hybrid");
+    }
+    for t in trackers {
+        cmd.args(["--tracker", t]);
+    }
+    cmd.arg(path);
+    run_json(cmd, "lt.py make")
+}
+
+/// `mktorrent` with pieces of 2^`log2_piece` bytes and one tracker.
+pub fn mktorrent(path: &Path, out: &Path, log2_piece: u32, tracker: &str) {
+    let status = Command::new("mktorrent")
+        .args(["-l", &log2_piece.to_string(), "-a", tracker, "-o"])
+        .arg(out)
+        .arg(path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("mktorrent is installed (scripts/setup.sh)");
+    assert!(status.success(), "mktorrent failed: {status}");
+}
+
+/// A child process killed (and reaped) on drop.
+pub struct Process {
+    child: Child,
+}
+
+impl Process {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts a harness script that writes `{"port": ...}` to `port_file` once it is ready; waits for that.
+fn start_with_port_file(mut cmd: Command, port_file: &Path, what: &str, wait: Duration) -> (Process, Value) {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let mut process = Process { child };
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Ok(text) = fs::read_to_string(port_file)
+            && let Ok(v) = serde_json::from_str::<Value>(&text)
+        {
+            return (process, v);
+        }
+        if let Ok(Some(status)) = process.child.try_wait() {
+            panic!("{what} exited before it was ready: {status}");
+        }
+        assert!(Instant::now() < deadline, "{what} was not ready within {wait:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A libtorrent seeder (`lt.py seed`) of `torrent`, whose content is under `dir`.
+pub struct Seeder {
+    pub process: Process,
+    /// The TCP port peers connect to.
+    pub port: u16,
+}
+
+impl Seeder {
+    pub fn start(torrent: &Path, dir: &Path, dht_bootstrap: Option<&str>) -> Self {
+        Self::start_with(torrent, dir, dht_bootstrap, false)
+    }
+
+    /// A seeder that skips its hash check (libtorrent's seed mode): it offers every piece and refuses to
+    /// send those that fail their hash when read, so a copy with damaged pieces serves only the good ones.
+    pub fn start_partial(torrent: &Path, dir: &Path) -> Self {
+        Self::start_with(torrent, dir, None, true)
+    }
+
+    fn start_with(torrent: &Path, dir: &Path, dht_bootstrap: Option<&str>, seed_mode: bool) -> Self {
+        let port_file = dir.with_extension(format!("seed-{}.port", std::process::id()));
+        let _ = fs::remove_file(&port_file);
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg(lt_py()).args(["seed", "--torrent"]).arg(torrent).arg("--dir").arg(dir);
+        cmd.arg("--port-file").arg(&port_file).args(["--tracker-interval", "2", "--lifetime", "900"]);
+        match dht_bootstrap {
+            Some(b) => cmd.args(["--dht-bootstrap", b]),
+            None => cmd.arg("--no-dht"),
+        };
+        if seed_mode {
+            cmd.arg("--seed-mode");
+        }
+        let (process, v) = start_with_port_file(cmd, &port_file, "lt.py seed", Duration::from_secs(120));
+        let _ = fs::remove_file(&port_file);
+        let port = v["port"].as_u64().expect("seed port") as u16;
+        Self { process, port }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// A bare libtorrent DHT node on 127.0.0.1 that the others bootstrap from.
+pub struct DhtNode {
+    pub process: Process,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl DhtNode {
+    pub fn start() -> Self {
+        let dir = TempDir::new().expect("temp dir");
+        let port_file = dir.path().join("dht.port");
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg(lt_py()).args(["dht-node", "--lifetime", "900", "--port-file"]).arg(&port_file);
+        let (process, v) = start_with_port_file(cmd, &port_file, "lt.py dht-node", Duration::from_secs(30));
+        let port = v["port"].as_u64().expect("dht port") as u16;
+        Self { process, port, _dir: dir }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// `lt.py download`: a libtorrent client fetching a torrent or magnet into `dir`. Returns its report.
+pub fn lt_download(dir: &Path, source: &str, peers: &[String], timeout: Duration) -> Value {
+    let mut cmd = Command::new(PYTHON);
+    cmd.arg(lt_py()).args(["download", "--dir"]).arg(dir);
+    if source.starts_with("magnet:") {
+        cmd.args(["--magnet", source]);
+    } else {
+        cmd.args(["--torrent", source]);
+    }
+    for p in peers {
+        cmd.args(["--peer", p]);
+    }
+    cmd.args(["--timeout", &timeout.as_secs().to_string()]);
+    run_json(cmd, "lt.py download")
+}
+
+/// `aria2.py`: aria2c fetching a .torrent or magnet into `dir` (it needs a tracker to find peers).
+pub fn aria2_download(dir: &Path, source: &str, timeout: Duration) -> Value {
+    let mut cmd = Command::new(PYTHON);
+    cmd.arg(bt_dir().join("aria2.py")).arg("--dir").arg(dir);
+    if source.starts_with("magnet:") {
+        cmd.args(["--magnet", source]);
+    } else {
+        cmd.args(["--torrent", source]);
+    }
+    cmd.args(["--timeout", &timeout.as_secs().to_string()]);
+    run_json(cmd, "aria2.py")
+}
+
+/// opentracker in whitelist mode on 127.0.0.1 (HTTP and UDP on one port number).
+pub struct Tracker {
+    process: Process,
+    pub port: u16,
+    dir: TempDir,
+}
+
+/// A port free on 127.0.0.1 for both TCP and UDP right now.
+fn free_port() -> u16 {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = tcp.local_addr().expect("local addr").port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+impl Tracker {
+    pub fn start() -> Self {
+        let dir = TempDir::new().expect("temp dir");
+        // opentracker drops to `nobody` inside `dir` when run as root: it must be able to read the whitelist.
+        set_mode(dir.path(), 0o755);
+        let list = dir.path().join("whitelist");
+        fs::write(&list, b"").expect("write the whitelist");
+        set_mode(&list, 0o644);
+        for _ in 0..10 {
+            let port = free_port();
+            let child = Command::new("opentracker")
+                .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-P", &port.to_string(), "-d"])
+                .arg(dir.path())
+                .args(["-w", "whitelist"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("opentracker is installed (scripts/setup.sh)");
+            let mut process = Process { child };
+            // A taken port makes it exit at once; otherwise it is listening within milliseconds.
+            std::thread::sleep(Duration::from_millis(200));
+            if matches!(process.child.try_wait(), Ok(None)) {
+                return Self { process, port, dir };
+            }
+            process.kill();
+        }
+        panic!("opentracker did not start on any free port");
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}/announce", self.port)
+    }
+
+    pub fn udp_url(&self) -> String {
+        format!("udp://127.0.0.1:{}", self.port)
+    }
+
+    /// Allows these infohashes (40 hex each) and reloads the list.
+    pub fn allow(&self, hashes: &[&str]) {
+        let mut f = fs::OpenOptions::new().append(true).open(self.dir.path().join("whitelist")).expect("whitelist");
+        for h in hashes {
+            writeln!(f, "{h}").expect("append to the whitelist");
+        }
+        drop(f);
+        let status = Command::new("kill").args(["-HUP", &self.process.pid().to_string()]).status().expect("kill -HUP");
+        assert!(status.success(), "cannot signal opentracker");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// The lines `lt.py make` says the whitelist needs.
+    pub fn allow_made(&self, made: &Value) {
+        let hashes: Vec<&str> =
+            made["whitelist"].as_array().expect("whitelist").iter().filter_map(Value::as_str).collect();
+        self.allow(&hashes);
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// Whether two directory trees hold the same files with the same bytes (`diff -r`).
+pub fn same_tree(a: &Path, b: &Path) -> bool {
+    Command::new("diff").arg("-r").arg(a).arg(b).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+}

@@ -1,0 +1,307 @@
+//! BitTorrent import and seeding against real, independent software on 127.0.0.1: opentracker (whitelist
+//! mode), libtorrent 2.0 (`tests/bt/lt.py`), mktorrent and aria2. Each test checks what a user sees: the
+//! root CID equals `btfs add -r -H` of the same files, the bytes read back are the bytes seeded, and the
+//! other client's download is byte-identical.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use btfs_chunker::Cid;
+use btfs_tests::bt::{self, DhtNode, Seeder, Tracker};
+use btfs_tests::daemon::Daemon;
+use btfs_tests::{TestRepo, write_chacha20_file};
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// A directory with a multi-piece file, a nested file, a hidden file and a 0-byte file.
+fn sample_dir(parent: &Path, name: &str, big: u64) -> std::path::PathBuf {
+    let dir = parent.join(name);
+    fs::create_dir_all(dir.join("sub")).expect("mkdir");
+    write_chacha20_file(&dir.join("big.bin"), name, big).expect("write");
+    fs::write(dir.join("sub").join("note.txt"), b"a small file in a subdirectory\n").expect("write");
+    fs::write(dir.join(".hidden"), b"hidden files are part of a torrent\n").expect("write");
+    fs::write(dir.join("empty"), b"").expect("write");
+    dir
+}
+
+/// What `btfs add` gives for the same content (the reference the import must match).
+fn add_cid(repo: &TestRepo, path: &Path) -> String {
+    let p = path.to_str().expect("utf-8 path");
+    repo.run_ok(&["add", "-r", "-H", "-Q", "--only-hash", p]).trim().to_string()
+}
+
+fn records(repo: &TestRepo) -> Vec<Value> {
+    repo.run_ok(&["bittorrent", "ls", "--enc", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect()
+}
+
+/// The `torrent-info` CID a v1 infohash must be stored under: CIDv1, codec 0x7b, sha1 multihash.
+fn info_cid(info_hash: &str) -> String {
+    let bytes: Vec<u8> = (0..20).map(|i| u8::from_str_radix(&info_hash[2 * i..2 * i + 2], 16).expect("hex")).collect();
+    let mh = btfs_chunker::hash::Multihash::wrap(0x11, &bytes).expect("sha1 multihash");
+    Cid::new_v1(0x7b, mh).to_string()
+}
+
+fn get_tree(repo: &TestRepo, cid: &str, out: &Path) {
+    repo.run_ok(&["get", cid, "-o", out.to_str().expect("utf-8")]);
+}
+
+#[test]
+fn torrent_file_from_mktorrent_over_http_tracker_imports_with_add_cids_and_twice_fetches_nothing() {
+    let work = TempDir::new().expect("tmp");
+    let tracker = Tracker::start();
+    let data = sample_dir(work.path(), "collection", 3 * 1024 * 1024 + 12_345);
+    let torrent = work.path().join("collection.torrent");
+    bt::mktorrent(&data, &torrent, 15, &tracker.http_url());
+    let repo = TestRepo::init();
+    let meta: Value =
+        serde_json::from_str(&repo.run_ok(&["bittorrent", "metainfo", torrent.to_str().unwrap()])).expect("json");
+    let ih = meta["info_hash"].as_str().expect("info_hash").to_string();
+    assert_eq!(meta["files"].as_array().map(Vec::len), Some(4), "{meta}");
+    tracker.allow(&[&ih]);
+    let mut seeder = Seeder::start(&torrent, work.path(), None);
+
+    let root = repo.run_ok(&["bittorrent", "import", torrent.to_str().unwrap(), "--timeout", "60", "-q"]);
+    assert_eq!(root.trim(), add_cid(&repo, &data), "the import's root is what `add -r -H` gives");
+    let out = work.path().join("out");
+    get_tree(&repo, root.trim(), &out);
+    assert!(bt::same_tree(&data, &out), "the imported bytes differ from the seeded ones");
+
+    let recs = records(&repo);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0]["info_hash"], ih.as_str());
+    assert_eq!(recs[0]["info_cid"], info_cid(&ih).as_str(), "the info dict's block is CIDv1 torrent-info/sha1");
+    let files = recs[0]["files"].as_array().expect("files");
+    let empty = files.iter().find(|f| f["path"] == "empty").expect("the 0-byte file is recorded");
+    assert_eq!(empty["length"], 0);
+    // The stored info dict is the torrent's, byte for byte: its block verifies against the infohash.
+    let verify = repo.run(&["repo", "verify"]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    let staging = repo.path().join("bittorrent").join("staging").join(&ih);
+    assert!(!staging.exists(), "the staging copy is removed after the import");
+
+    // No seeder any more: a second import must be answered from the store.
+    seeder.process.kill();
+    let started = Instant::now();
+    let again = repo.run_ok(&["bittorrent", "import", torrent.to_str().unwrap(), "--timeout", "5", "-q"]);
+    assert_eq!(again, root);
+    assert!(started.elapsed() < Duration::from_secs(5), "the second import waited for peers");
+}
+
+#[test]
+fn hybrid_magnet_over_tracker_imports_through_the_daemon_and_reseeds_under_its_infohash() {
+    let work = TempDir::new().expect("tmp");
+    let tracker = Tracker::start();
+    let file = work.path().join("movie.bin");
+    write_chacha20_file(&file, "hybrid single file", 5 * 1024 * 1024 + 7).expect("write");
+    let torrent = work.path().join("movie.torrent");
+    let made = bt::lt_make(&file, &torrent, 64, true, &[tracker.http_url()]);
+    assert!(made["info_hash_v2"].is_string(), "lt.py made a hybrid: {made}");
+    tracker.allow_made(&made);
+    let mut seeder = Seeder::start(&torrent, work.path(), None);
+    let ih = made["info_hash"].as_str().expect("ih").to_string();
+    let magnet = format!("magnet:?xt=urn:btih:{ih}&dn=movie.bin&tr={}", tracker.http_url());
+
+    let daemon = Daemon::start(&[]);
+    let root = daemon.run_ok(&["bittorrent", "import", &magnet, "--timeout", "60", "-q"]);
+    assert_eq!(root.trim(), add_cid(&daemon.repo, &file));
+    let bytes = daemon.repo.run(&["cat", root.trim()]).stdout;
+    assert_eq!(bytes, fs::read(&file).expect("read"), "cat of the imported file");
+    let recs = records(&daemon.repo);
+    assert_eq!(recs[0]["info_hash_v2"], made["info_hash_v2"], "the hybrid's v2 hash is recorded");
+
+    // Seeding the imported root reuses the stored info dict: same infohash, served from the block store.
+    seeder.process.kill();
+    let magnet_out = daemon.run_ok(&["bittorrent", "seed", root.trim()]);
+    assert!(magnet_out.contains(&format!("urn:btih:{ih}")), "{magnet_out}");
+    let peer = magnet_out.split("x.pe=").nth(1).expect("the magnet names this node").trim().to_string();
+    let dl = work.path().join("dl");
+    let report = bt::lt_download(
+        &dl,
+        &magnet_out.trim().replace(&format!("&x.pe={peer}"), ""),
+        &[peer],
+        Duration::from_secs(60),
+    );
+    assert_eq!(report["info_hash"], ih.as_str());
+    assert_eq!(fs::read(dl.join("movie.bin")).expect("libtorrent wrote the file"), fs::read(&file).unwrap());
+}
+
+#[test]
+fn hybrid_multi_file_torrent_over_udp_tracker_leaves_padding_out() {
+    let work = TempDir::new().expect("tmp");
+    let tracker = Tracker::start();
+    let data = sample_dir(work.path(), "padded", 1024 * 1024 + 3);
+    let torrent = work.path().join("padded.torrent");
+    let made = bt::lt_make(&data, &torrent, 16, true, &[tracker.udp_url()]);
+    let pads = made["files"].as_array().expect("files").iter().filter(|f| f["pad"] == true).count();
+    assert!(pads > 0, "libtorrent's hybrid has padding files: {made}");
+    tracker.allow_made(&made);
+    let _seeder = Seeder::start(&torrent, work.path(), None);
+
+    let repo = TestRepo::init();
+    let root = repo.run_ok(&["bittorrent", "import", torrent.to_str().unwrap(), "--timeout", "60", "-q"]);
+    assert_eq!(root.trim(), add_cid(&repo, &data), "padding files are not part of the stored directory");
+    let out = work.path().join("out");
+    get_tree(&repo, root.trim(), &out);
+    assert!(bt::same_tree(&data, &out));
+    let recs = records(&repo);
+    let padding = recs[0]["files"].as_array().expect("files").iter().filter(|f| f["padding"] == true).count();
+    assert_eq!(padding, pads, "the record keeps the torrent's file list, padding marked");
+}
+
+#[test]
+fn magnet_over_a_loopback_dht_with_no_tracker() {
+    let work = TempDir::new().expect("tmp");
+    let dht = DhtNode::start();
+    let data = sample_dir(work.path(), "dht-only", 2 * 1024 * 1024);
+    let torrent = work.path().join("dht.torrent");
+    let made = bt::lt_make(&data, &torrent, 32, false, &[]);
+    let _seeder = Seeder::start(&torrent, work.path(), Some(&dht.addr()));
+    let ih = made["info_hash"].as_str().expect("ih");
+
+    let repo = TestRepo::init();
+    let magnet = format!("magnet:?xt=urn:btih:{ih}");
+    let root = repo.run_ok(&["bittorrent", "import", &magnet, "--dht-bootstrap", &dht.addr(), "--timeout", "90", "-q"]);
+    assert_eq!(root.trim(), add_cid(&repo, &data));
+    let out = work.path().join("out");
+    get_tree(&repo, root.trim(), &out);
+    assert!(bt::same_tree(&data, &out));
+}
+
+#[test]
+fn a_seeded_cid_downloads_in_libtorrent_and_aria2() {
+    let work = TempDir::new().expect("tmp");
+    let tracker = Tracker::start();
+    let data = sample_dir(work.path(), "published", 4 * 1024 * 1024 + 99);
+    let daemon = Daemon::start(&[]);
+    let root = daemon.run_ok(&["add", "-r", "-H", "-Q", data.to_str().unwrap()]);
+    let seed = |extra: &[&str]| {
+        let mut args = vec!["bittorrent", "seed", root.trim(), "--name", "published", "--tracker"];
+        let url = tracker.http_url();
+        args.push(&url);
+        args.extend_from_slice(extra);
+        let out = daemon.run_ok(&args);
+        out.trim().to_string()
+    };
+    let magnet = seed(&[]);
+    let ih = magnet.split("urn:btih:").nth(1).and_then(|s| s.get(..40)).expect("infohash").to_string();
+    // The tracker refused the first announce (not yet whitelisted): allow it and announce again.
+    tracker.allow(&[&ih]);
+    daemon.run_ok(&["bittorrent", "unseed", &ih]);
+    assert_eq!(seed(&[]), magnet, "a CID seeds under the same torrent every time");
+
+    let lt_dir = work.path().join("lt");
+    bt::lt_download(&lt_dir, &magnet, &[], Duration::from_secs(60));
+    assert!(bt::same_tree(&data, &lt_dir.join("published")), "libtorrent's copy differs");
+
+    let aria_dir = work.path().join("aria2");
+    let plain_magnet = magnet.split("&x.pe=").next().unwrap_or(&magnet).to_string();
+    bt::aria2_download(&aria_dir, &plain_magnet, Duration::from_secs(60));
+    assert!(bt::same_tree(&data, &aria_dir.join("published")), "aria2's copy differs");
+    let recs = records(&daemon.repo);
+    assert_eq!(recs[0]["seeding"], true);
+}
+
+#[test]
+fn an_import_cut_short_records_nothing_and_a_second_run_completes() {
+    let work = TempDir::new().expect("tmp");
+    let tracker = Tracker::start();
+    let data = work.path().join("full");
+    fs::create_dir_all(&data).unwrap();
+    let file = data.join("big.bin");
+    write_chacha20_file(&file, "resume", 8 * 1024 * 1024).expect("write");
+    let torrent = work.path().join("resume.torrent");
+    let made = bt::lt_make(&file, &torrent, 256, false, &[tracker.http_url()]);
+    tracker.allow_made(&made);
+    let ih = made["info_hash"].as_str().expect("ih");
+
+    // A seeder whose copy has its second half zeroed: it can serve only the first half.
+    let half = work.path().join("half");
+    fs::create_dir_all(&half).unwrap();
+    let mut bytes = fs::read(&file).unwrap();
+    let len = bytes.len();
+    bytes[len / 2..].fill(0);
+    fs::write(half.join("big.bin"), &bytes).unwrap();
+    let mut partial = bt::Seeder::start_partial(&torrent, &half);
+
+    let repo = TestRepo::init();
+    let out = repo.run(&["bittorrent", "import", torrent.to_str().unwrap(), "--timeout", "4", "-q"]);
+    assert!(!out.status.success(), "an import that cannot finish must fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stalled"), "the error says what happened: {err}");
+    assert!(records(&repo).is_empty(), "nothing is recorded for an unfinished import");
+    let staged = repo.path().join("bittorrent/staging").join(ih).join("big.bin");
+    assert!(staged.exists(), "the verified pieces stay staged for the next run");
+    partial.process.kill();
+
+    let _full = Seeder::start(&torrent, &data, None);
+    let root = repo.run_ok(&["bittorrent", "import", torrent.to_str().unwrap(), "--timeout", "60", "-q"]);
+    assert_eq!(root.trim(), add_cid(&repo, &file));
+    assert_eq!(records(&repo).len(), 1);
+}
+
+#[test]
+fn hostile_torrents_and_magnets_get_clear_errors_and_record_nothing() {
+    let work = TempDir::new().expect("tmp");
+    let repo = TestRepo::init();
+    let check = |bytes: &[u8], expect: &str| {
+        let path = work.path().join("bad.torrent");
+        fs::write(&path, bytes).unwrap();
+        let path = path.to_str().unwrap();
+        for args in [vec!["bittorrent", "import", path, "--timeout", "2"], vec!["bittorrent", "metainfo", path]] {
+            let cmd = args[1];
+            let out = repo.run(&args);
+            let err = String::from_utf8_lossy(&out.stderr).to_string();
+            assert!(!out.status.success(), "{cmd} accepted {expect:?}");
+            assert!(err.contains(expect), "{cmd}: expected {expect:?} in: {err}");
+        }
+    };
+    let pieces = [0u8; 20];
+    let torrent = |info: &[u8]| [b"d4:info".as_slice(), info, b"e"].concat();
+    let v1 = |name: &str, files: &str| {
+        let mut info =
+            format!("d5:files{files}4:name{}:{name}12:piece lengthi16384e6:pieces20:", name.len()).into_bytes();
+        info.extend_from_slice(&pieces);
+        info.push(b'e');
+        info
+    };
+    check(&torrent(&v1("x", "ld6:lengthi10e4:pathl2:..6:passwdeee")), "..");
+    check(&torrent(&v1("x", "ld6:lengthi10e4:pathl1:a1:beed6:lengthi10e4:pathl1:aeee")), "is also the directory");
+    check(b"d4:infod4:name1:x", "bencode");
+    check(&[torrent(&v1("x", "ld6:lengthi10e4:pathl1:aeee")), b"trailing".to_vec()].concat(), "after the value");
+    check(b"d4:infod4:name1:x12:piece lengthi16384e6:pieces99999999999:", "99999999999");
+    check(&[b"d4:info".as_slice(), "l".repeat(100_000).as_bytes()].concat(), "nesting");
+    // Twice as many bytes as one piece holds, with hashes for one piece only.
+    check(&torrent(&v1("x", "ld6:lengthi40000e4:pathl1:aeee")), "pieces");
+
+    let v2 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../chunker/tests/data/torrents/libtorrent-v2-multi.torrent");
+    let out = repo.run(&["bittorrent", "import", v2.to_str().unwrap(), "--timeout", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("v2-only"), "{err}");
+
+    let out = repo.run(&[
+        "bittorrent",
+        "import",
+        "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567",
+        "--timeout",
+        "3",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no known way to resolve peers"), "no tracker, no DHT: {err}");
+    // A tracker that nobody answers on: the metadata never comes, and the import says so after --timeout.
+    let dead =
+        format!("magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567&tr=http://127.0.0.1:{}/announce", {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        });
+    let out = repo.run(&["bittorrent", "import", &dead, "--timeout", "3"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("metadata within 3s"), "a magnet nobody serves times out: {err}");
+    let out = repo.run(&["bittorrent", "import", "magnet:?xt=urn:btih:nothex", "--timeout", "3"]);
+    assert!(!out.status.success(), "a bad magnet is refused");
+
+    assert!(records(&repo).is_empty(), "no hostile input left a record");
+}
