@@ -58,13 +58,14 @@ fn torrent_file_from_mktorrent_over_http_tracker_imports_with_add_cids_and_twice
     bt::mktorrent(&data, &torrent, 15, &tracker.http_url());
     let repo = TestRepo::init();
     let meta: Value =
-        serde_json::from_str(&repo.run_ok(&["bittorrent", "metainfo", torrent.to_str().unwrap()])).expect("json");
+        serde_json::from_str(&repo.run_ok(&["bittorrent", "metainfo", torrent.to_str().expect("utf-8 path")]))
+            .expect("json");
     let ih = meta["info_hash"].as_str().expect("info_hash").to_string();
     assert_eq!(meta["files"].as_array().map(Vec::len), Some(4), "{meta}");
     tracker.allow(&[&ih]);
     let mut seeder = Seeder::start(&torrent, work.path(), None);
 
-    let root = repo.run_ok(&["bittorrent", "import", torrent.to_str().unwrap(), "--timeout", "60", "-q"]);
+    let root = repo.run_ok(&["bittorrent", "import", torrent.to_str().expect("utf-8 path"), "--timeout", "60", "-q"]);
     assert_eq!(root.trim(), add_cid(&repo, &data), "the import's root is what `add -r -H` gives");
     let out = work.path().join("out");
     get_tree(&repo, root.trim(), &out);
@@ -86,7 +87,7 @@ fn torrent_file_from_mktorrent_over_http_tracker_imports_with_add_cids_and_twice
     // No seeder any more: a second import must be answered from the store.
     seeder.process.kill();
     let started = Instant::now();
-    let again = repo.run_ok(&["bittorrent", "import", torrent.to_str().unwrap(), "--timeout", "5", "-q"]);
+    let again = repo.run_ok(&["bittorrent", "import", torrent.to_str().expect("utf-8 path"), "--timeout", "5", "-q"]);
     assert_eq!(again, root);
     assert!(started.elapsed() < Duration::from_secs(5), "the second import waited for peers");
 }
@@ -126,7 +127,10 @@ fn hybrid_magnet_over_tracker_imports_through_the_daemon_and_reseeds_under_its_i
         Duration::from_secs(60),
     );
     assert_eq!(report["info_hash"], ih.as_str());
-    assert_eq!(fs::read(dl.join("movie.bin")).expect("libtorrent wrote the file"), fs::read(&file).unwrap());
+    assert_eq!(
+        fs::read(dl.join("movie.bin")).expect("libtorrent wrote the file"),
+        fs::read(&file).expect("test setup")
+    );
 }
 
 #[test]
@@ -142,7 +146,7 @@ fn hybrid_multi_file_torrent_over_udp_tracker_leaves_padding_out() {
     let _seeder = Seeder::start(&torrent, work.path(), None);
 
     let repo = TestRepo::init();
-    let root = repo.run_ok(&["bittorrent", "import", torrent.to_str().unwrap(), "--timeout", "60", "-q"]);
+    let root = repo.run_ok(&["bittorrent", "import", torrent.to_str().expect("utf-8 path"), "--timeout", "60", "-q"]);
     assert_eq!(root.trim(), add_cid(&repo, &data), "padding files are not part of the stored directory");
     let out = work.path().join("out");
     get_tree(&repo, root.trim(), &out);
@@ -150,6 +154,28 @@ fn hybrid_multi_file_torrent_over_udp_tracker_leaves_padding_out() {
     let recs = records(&repo);
     let padding = recs[0]["files"].as_array().expect("files").iter().filter(|f| f["padding"] == true).count();
     assert_eq!(padding, pads, "the record keeps the torrent's file list, padding marked");
+
+    // `--only` takes files by their index in `metainfo`: the directory then holds just those.
+    let meta: Value =
+        serde_json::from_str(&repo.run_ok(&["bittorrent", "metainfo", torrent.to_str().expect("utf-8 path")]))
+            .expect("json");
+    let files = meta["files"].as_array().expect("files");
+    let index = files.iter().position(|f| f["path"] == "padded/sub/note.txt").expect("note.txt is listed");
+    let only_dir = work.path().join("only").join("padded");
+    fs::create_dir_all(only_dir.join("sub")).expect("test setup");
+    fs::copy(data.join("sub/note.txt"), only_dir.join("sub/note.txt")).expect("test setup");
+    let other = TestRepo::init();
+    let root = other.run_ok(&[
+        "bittorrent",
+        "import",
+        torrent.to_str().expect("utf-8 path"),
+        "--only",
+        &index.to_string(),
+        "--timeout",
+        "60",
+        "-q",
+    ]);
+    assert_eq!(root.trim(), add_cid(&other, &only_dir), "--only imports the chosen file alone");
 }
 
 #[test]
@@ -177,7 +203,7 @@ fn a_seeded_cid_downloads_in_libtorrent_and_aria2() {
     let tracker = Tracker::start();
     let data = sample_dir(work.path(), "published", 4 * 1024 * 1024 + 99);
     let daemon = Daemon::start(&[]);
-    let root = daemon.run_ok(&["add", "-r", "-H", "-Q", data.to_str().unwrap()]);
+    let root = daemon.run_ok(&["add", "-r", "-H", "-Q", data.to_str().expect("utf-8 path")]);
     let seed = |extra: &[&str]| {
         let mut args = vec!["bittorrent", "seed", root.trim(), "--name", "published", "--tracker"];
         let url = tracker.http_url();
@@ -210,7 +236,7 @@ fn an_import_cut_short_records_nothing_and_a_second_run_completes() {
     let work = TempDir::new().expect("tmp");
     let tracker = Tracker::start();
     let data = work.path().join("full");
-    fs::create_dir_all(&data).unwrap();
+    fs::create_dir_all(&data).expect("test setup");
     let file = data.join("big.bin");
     write_chacha20_file(&file, "resume", 8 * 1024 * 1024).expect("write");
     let torrent = work.path().join("resume.torrent");
@@ -220,15 +246,15 @@ fn an_import_cut_short_records_nothing_and_a_second_run_completes() {
 
     // A seeder whose copy has its second half zeroed: it can serve only the first half.
     let half = work.path().join("half");
-    fs::create_dir_all(&half).unwrap();
-    let mut bytes = fs::read(&file).unwrap();
+    fs::create_dir_all(&half).expect("test setup");
+    let mut bytes = fs::read(&file).expect("test setup");
     let len = bytes.len();
     bytes[len / 2..].fill(0);
-    fs::write(half.join("big.bin"), &bytes).unwrap();
+    fs::write(half.join("big.bin"), &bytes).expect("test setup");
     let mut partial = bt::Seeder::start_partial(&torrent, &half);
 
     let repo = TestRepo::init();
-    let out = repo.run(&["bittorrent", "import", torrent.to_str().unwrap(), "--timeout", "4", "-q"]);
+    let out = repo.run(&["bittorrent", "import", torrent.to_str().expect("utf-8 path"), "--timeout", "4", "-q"]);
     assert!(!out.status.success(), "an import that cannot finish must fail");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("stalled"), "the error says what happened: {err}");
@@ -238,7 +264,7 @@ fn an_import_cut_short_records_nothing_and_a_second_run_completes() {
     partial.process.kill();
 
     let _full = Seeder::start(&torrent, &data, None);
-    let root = repo.run_ok(&["bittorrent", "import", torrent.to_str().unwrap(), "--timeout", "60", "-q"]);
+    let root = repo.run_ok(&["bittorrent", "import", torrent.to_str().expect("utf-8 path"), "--timeout", "60", "-q"]);
     assert_eq!(root.trim(), add_cid(&repo, &file));
     assert_eq!(records(&repo).len(), 1);
 }
@@ -249,8 +275,8 @@ fn hostile_torrents_and_magnets_get_clear_errors_and_record_nothing() {
     let repo = TestRepo::init();
     let check = |bytes: &[u8], expect: &str| {
         let path = work.path().join("bad.torrent");
-        fs::write(&path, bytes).unwrap();
-        let path = path.to_str().unwrap();
+        fs::write(&path, bytes).expect("test setup");
+        let path = path.to_str().expect("utf-8 path");
         for args in [vec!["bittorrent", "import", path, "--timeout", "2"], vec!["bittorrent", "metainfo", path]] {
             let cmd = args[1];
             let out = repo.run(&args);
@@ -278,7 +304,7 @@ fn hostile_torrents_and_magnets_get_clear_errors_and_record_nothing() {
     check(&torrent(&v1("x", "ld6:lengthi40000e4:pathl1:aeee")), "pieces");
 
     let v2 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../chunker/tests/data/torrents/libtorrent-v2-multi.torrent");
-    let out = repo.run(&["bittorrent", "import", v2.to_str().unwrap(), "--timeout", "2"]);
+    let out = repo.run(&["bittorrent", "import", v2.to_str().expect("utf-8 path"), "--timeout", "2"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("v2-only"), "{err}");
 
@@ -294,8 +320,8 @@ fn hostile_torrents_and_magnets_get_clear_errors_and_record_nothing() {
     // A tracker that nobody answers on: the metadata never comes, and the import says so after --timeout.
     let dead =
         format!("magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567&tr=http://127.0.0.1:{}/announce", {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("test setup");
+            l.local_addr().expect("test setup").port()
         });
     let out = repo.run(&["bittorrent", "import", &dead, "--timeout", "3"]);
     let err = String::from_utf8_lossy(&out.stderr);

@@ -410,6 +410,7 @@ impl Torrents {
         let staging = self.node.repo().path().join("bittorrent").join("staging").join(&info_hash);
         std::fs::create_dir_all(&staging)
             .map_err(|source| TorrentError::Staging { path: staging.display().to_string(), source })?;
+        let started = std::time::Instant::now();
         let progress = |p: Progress| {
             events(ImportEvent::Download { done: p.done, total: p.total, peers: p.peers, speed: p.speed })
         };
@@ -424,12 +425,15 @@ impl Torrents {
             })
             .await?;
 
+        tracing::info!(%info_hash, seconds = started.elapsed().as_secs_f64(), "download complete");
         events(ImportEvent::Adding);
+        let adding = std::time::Instant::now();
         let node = self.node.clone();
         let only = req.only.clone();
         let record = tokio::task::spawn_blocking(move || store_import(&node, &meta, &staging, only, &info_hash))
             .await
             .map_err(|e| TorrentError::Add(e.to_string()))??;
+        tracing::info!(info_hash = %record.info_hash, seconds = adding.elapsed().as_secs_f64(), "files added to the store");
         self.save(&record)?;
         let staging = self.node.repo().path().join("bittorrent").join("staging").join(&record.info_hash);
         let _ = std::fs::remove_dir_all(&staging);
