@@ -202,7 +202,7 @@ fn a_seeded_cid_downloads_in_libtorrent_and_aria2() {
     let work = TempDir::new().expect("tmp");
     let tracker = Tracker::start();
     let data = sample_dir(work.path(), "published", 4 * 1024 * 1024 + 99);
-    let daemon = Daemon::start(&[]);
+    let mut daemon = Daemon::start(&[]);
     let root = daemon.run_ok(&["add", "-r", "-H", "-Q", data.to_str().expect("utf-8 path")]);
     let seed = |extra: &[&str]| {
         let mut args = vec!["bittorrent", "seed", root.trim(), "--name", "published", "--tracker"];
@@ -229,6 +229,12 @@ fn a_seeded_cid_downloads_in_libtorrent_and_aria2() {
     assert!(bt::same_tree(&data, &aria_dir.join("published")), "aria2's copy differs");
     let recs = records(&daemon.repo);
     assert_eq!(recs[0]["seeding"], true);
+
+    // A restarted daemon seeds again by itself (on a new port, announced to the tracker).
+    assert!(daemon.restart(), "the daemon stopped cleanly");
+    let again = work.path().join("after-restart");
+    bt::lt_download(&again, &plain_magnet, &[], Duration::from_secs(90));
+    assert!(bt::same_tree(&data, &again.join("published")), "the copy after the restart differs");
 }
 
 #[test]

@@ -136,7 +136,7 @@ mod tests {
     #[test]
     fn piece_sizes_are_powers_of_two_in_range() {
         assert_eq!(piece_length(0), MIN_PIECE);
-        assert_eq!(piece_length(1024 * 1024 * 1024), 1024 * 1024);
+        assert_eq!(piece_length(1024 * 1024 * 1024), 512 * 1024, "1 GiB: 2048 pieces of 512 KiB");
         assert_eq!(piece_length(u64::MAX / 2), MAX_PIECE);
         for total in [1u64, 1 << 20, 3 << 30, 1 << 40] {
             let p = piece_length(total);
