@@ -19,7 +19,7 @@ pub use metainfo::{
 };
 
 /// Lowercase hex, as infohashes are written.
-fn to_hex(bytes: &[u8]) -> String {
+pub fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {

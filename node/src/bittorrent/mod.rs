@@ -177,10 +177,17 @@ pub fn swarm_options(
     Ok(SwarmOptions { listen, dht, dht_bootstrap, local_discovery: settings.local_discovery })
 }
 
-/// A source as given on the command line.
+/// A source as given on the command line: a .torrent (its bytes, parsed and checked once), or a magnet
+/// link (parsed, and as given).
 enum Source {
-    File(Vec<u8>),
+    File(Vec<u8>, Metainfo),
     Magnet(Magnet, String),
+}
+
+/// Whether a source names a torrent by link (a magnet, or a bare v1 infohash in hex or base32) rather
+/// than a .torrent file (a file of that name wins).
+pub fn is_link(text: &str) -> bool {
+    text.starts_with("magnet:") || (metainfo::parse_info_hash(text).is_ok() && !Path::new(text).exists())
 }
 
 fn read_source(text: &str) -> Result<Source, TorrentError> {
@@ -189,8 +196,10 @@ fn read_source(text: &str) -> Result<Source, TorrentError> {
         let m = metainfo::parse_magnet(text).map_err(|e| invalid(&e))?;
         return Ok(Source::Magnet(m, text.to_string()));
     }
-    if text.len() == 40 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        let link = format!("magnet:?xt=urn:btih:{}", text.to_ascii_lowercase());
+    if let Ok(hash) = metainfo::parse_info_hash(text)
+        && is_link(text)
+    {
+        let link = format!("magnet:?xt=urn:btih:{}", metainfo::to_hex(&hash));
         let m = metainfo::parse_magnet(&link).map_err(|e| invalid(&e))?;
         return Ok(Source::Magnet(m, link));
     }
@@ -202,12 +211,12 @@ fn read_source(text: &str) -> Result<Source, TorrentError> {
             "{text} is {len} bytes; a .torrent file larger than {MAX_TORRENT_FILE} bytes is refused"
         )));
     }
-    Ok(Source::File(std::fs::read(path).map_err(read)?))
+    let bytes = std::fs::read(path).map_err(read)?;
+    let meta = checked(&bytes, text)?;
+    Ok(Source::File(bytes, meta))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use metainfo::to_hex as hex;
 
 /// Parses and checks a torrent before anything is fetched for it.
 fn checked(bytes: &[u8], what: &str) -> Result<Metainfo, TorrentError> {
@@ -236,6 +245,15 @@ fn info_blocks(meta: &Info) -> Result<Vec<Block>, TorrentError> {
         out.push(Block { cid: Cid::new_v1(TORRENT_INFO, mh), data: meta.info_bytes.clone() });
     }
     Ok(out)
+}
+
+/// Stores an info dict's `torrent-info` blocks, pinned directly (nothing links to them); returns them.
+fn store_info_blocks(node: &Node, info: &Info) -> Result<Vec<Block>, TorrentError> {
+    let blocks = info_blocks(info)?;
+    node.repo().store().put_many(&blocks)?;
+    let pins: Vec<(Cid, PinKind)> = blocks.iter().map(|b| (b.cid, PinKind::Direct)).collect();
+    node.repo().store().update_pins(&pins, &[])?;
+    Ok(blocks)
 }
 
 /// The torrents of one node.
@@ -330,21 +348,26 @@ impl Torrents {
         held(&r.root) && held(&r.info_cid)
     }
 
+    /// Where an import of `info_hash` downloads to (and a stopped one leaves its verified pieces).
+    fn staging_dir(&self, info_hash: &str) -> PathBuf {
+        self.node.repo().path().join("bittorrent").join("staging").join(info_hash)
+    }
+
     /// Imports a torrent; see the module doc.
     pub async fn import(
         &self,
         req: ImportRequest,
         events: &(dyn Fn(ImportEvent) + Send + Sync),
     ) -> Result<Imported, TorrentError> {
-        let source = match &req.torrent {
-            Some(bytes) => Source::File(bytes.clone()),
+        let source = match req.torrent.clone() {
+            Some(bytes) => {
+                let meta = checked(&bytes, &req.source)?;
+                Source::File(bytes, meta)
+            }
             None => read_source(&req.source)?,
         };
         let known = match &source {
-            Source::File(bytes) => {
-                let meta = checked(bytes, &req.source)?;
-                meta.info.info_hash_v1.map(|h| hex(&h))
-            }
+            Source::File(_, meta) => meta.info.info_hash_v1.map(|h| hex(&h)),
             Source::Magnet(m, _) => match m.info_hash_v1 {
                 Some(h) => Some(hex(&h)),
                 None => return Err(TorrentError::V2Only(format!("magnet {}", req.source))),
@@ -379,10 +402,7 @@ impl Torrents {
         events: &(dyn Fn(ImportEvent) + Send + Sync),
     ) -> Result<Imported, TorrentError> {
         let (torrent, peers, meta) = match source {
-            Source::File(bytes) => {
-                let meta = checked(&bytes, &req.source)?;
-                (bytes::Bytes::from(bytes), Vec::new(), meta)
-            }
+            Source::File(bytes, meta) => (bytes::Bytes::from(bytes), Vec::new(), meta),
             Source::Magnet(magnet, link) => {
                 let resolved = engine.resolve(&link, req.stall_timeout).await?;
                 let meta = checked(&resolved.torrent, "the metadata the peers sent")?;
@@ -407,7 +427,7 @@ impl Torrents {
         let total: u64 = selected(&meta.info, &req.only).map(|(_, f)| f.length).sum();
         events(ImportEvent::Metadata { name: meta.info.name.clone(), info_hash: info_hash.clone(), total });
 
-        let staging = self.node.repo().path().join("bittorrent").join("staging").join(&info_hash);
+        let staging = self.staging_dir(&info_hash);
         std::fs::create_dir_all(&staging)
             .map_err(|source| TorrentError::Staging { path: staging.display().to_string(), source })?;
         let started = std::time::Instant::now();
@@ -435,8 +455,7 @@ impl Torrents {
             .map_err(|e| TorrentError::Add(e.to_string()))??;
         tracing::info!(info_hash = %record.info_hash, seconds = adding.elapsed().as_secs_f64(), "files added to the store");
         self.save(&record)?;
-        let staging = self.node.repo().path().join("bittorrent").join("staging").join(&record.info_hash);
-        let _ = std::fs::remove_dir_all(&staging);
+        let _ = std::fs::remove_dir_all(self.staging_dir(&record.info_hash));
         if let Ok(root) = Cid::try_from(record.root.as_str()) {
             self.node.announce(vec![root]);
         }
@@ -488,10 +507,8 @@ impl Torrents {
             },
         };
         let mut record = record.ok_or_else(|| TorrentError::Unknown(key.to_string()))?;
-        let mut ih = [0u8; 20];
-        for (i, b) in ih.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&record.info_hash[2 * i..2 * i + 2], 16).unwrap_or(0);
-        }
+        let ih = metainfo::parse_info_hash(&record.info_hash)
+            .map_err(|e| TorrentError::Invalid(format!("the record of {key}: {e}")))?;
         engine.stop(&ih).await?;
         record.seeding = false;
         self.save(&record)?;
@@ -570,10 +587,7 @@ fn store_import(
     let roots = node.add(vec![input], &opts, &mut seen).map_err(|e| add_err(&e))?;
     let root = roots.first().ok_or_else(|| TorrentError::Add("nothing was added".into()))?.cid;
 
-    let blocks = info_blocks(meta)?;
-    node.repo().store().put_many(&blocks)?;
-    let pins: Vec<(Cid, PinKind)> = blocks.iter().map(|b| (b.cid, PinKind::Direct)).collect();
-    node.repo().store().update_pins(&pins, &[])?;
+    let blocks = store_info_blocks(node, meta)?;
 
     let files = meta
         .files
@@ -684,10 +698,7 @@ fn prepare_seed(
         return Ok((r, meta));
     }
     let made = make::torrent_for(node, &root, name)?;
-    let blocks = info_blocks(&made.info)?;
-    node.repo().store().put_many(&blocks)?;
-    let pins: Vec<(Cid, PinKind)> = blocks.iter().map(|b| (b.cid, PinKind::Direct)).collect();
-    node.repo().store().update_pins(&pins, &[])?;
+    let blocks = store_info_blocks(node, &made.info)?;
     let meta = made.info;
     let record = TorrentRecord {
         info_hash: meta.info_hash_v1.map(|h| hex(&h)).unwrap_or_default(),

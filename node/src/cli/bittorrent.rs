@@ -174,9 +174,7 @@ fn import_remote(
             bar.event(&e);
         }
     };
-    let is_link =
-        source.starts_with("magnet:") || (source.len() == 40 && source.bytes().all(|b| b.is_ascii_hexdigit()));
-    if is_link {
+    if bittorrent::is_link(source) {
         query.insert(0, ("arg", source.to_string()));
         let q: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
         client.command("bittorrent/import", &q, &mut each)?;
