@@ -69,7 +69,8 @@ pub struct Progress {
 /// One download.
 pub struct Download<'a> {
     pub torrent: Bytes,
-    pub dir: &'a Path,
+    /// Where the bytes go (nothing is written to disk by the engine itself).
+    pub sink: Arc<dyn PieceSink>,
     /// Indices of the files to fetch (all when `None`).
     pub only: Option<Vec<usize>>,
     pub peers: Vec<SocketAddr>,
@@ -84,12 +85,26 @@ pub trait SeedFiles: Send + Sync {
     fn read_at(&self, file: usize, offset: u64, buf: &mut [u8]) -> Result<(), String>;
 }
 
+/// Where a download's bytes go. The engine writes blocks as they arrive, reads pieces back (to check their
+/// hashes, to serve other peers, and in its initial check of what is already held), and reports each piece
+/// that passed its hash check.
+pub trait PieceSink: SeedFiles {
+    /// Stores `data` as the bytes of file `file` at `offset` (not yet verified).
+    fn write_at(&self, file: usize, offset: u64, data: &[u8]) -> Result<(), String>;
+    /// Piece `piece` matched its hash.
+    fn piece_verified(&self, piece: u32) -> Result<(), String>;
+    /// The engine's initial check of what is held is over.
+    fn initialized(&self);
+    /// Set once the sink cannot go on; the download stops with it.
+    fn failure(&self) -> Option<String>;
+}
+
 /// What the node asks of a BitTorrent client.
 pub trait Engine: Send + Sync {
     /// Fetches a magnet's metadata from the swarm.
     fn resolve<'a>(&'a self, magnet: &'a str, timeout: Duration) -> BoxFuture<'a, Result<Resolved, EngineError>>;
-    /// Downloads into `dir`, keeping what is already there and verified; returns once every selected file
-    /// is complete.
+    /// Downloads into `job.sink`, keeping what it already holds and verifies; returns once every selected
+    /// file is complete.
     fn download<'a>(&'a self, job: Download<'a>) -> BoxFuture<'a, Result<(), EngineError>>;
     /// Seeds a torrent whose data `files` reads; it stays in the swarm until `stop` or shutdown.
     fn seed(&self, torrent: Bytes, files: Arc<dyn SeedFiles>) -> BoxFuture<'_, Result<(), EngineError>>;
@@ -174,10 +189,9 @@ impl Engine for Librqbit {
 
     fn download<'a>(&'a self, job: Download<'a>) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move {
-            let dir = job.dir.to_str().ok_or_else(|| EngineError::Add("the staging path is not UTF-8".into()))?;
             let opts = AddTorrentOptions {
-                output_folder: Some(dir.to_string()),
                 overwrite: true,
+                storage_factory: Some(BlockStorageFactory { backing: Backing::Import(job.sink.clone()) }.boxed()),
                 only_files: job.only.clone(),
                 initial_peers: (!job.peers.is_empty()).then(|| job.peers.clone()),
                 peer_opts: Some(peer_opts()),
@@ -191,8 +205,13 @@ impl Engine for Librqbit {
                 .into_handle()
                 .ok_or_else(|| EngineError::Add("no torrent handle".into()))?;
             let id = handle.id();
-            let outcome = watch(&handle, job.stall_timeout, job.progress).await;
-            // Leave the swarm and close the files either way; the data stays for the add or a resumed import.
+            let outcome = async {
+                handle.wait_until_initialized().await.map_err(|e| EngineError::Failed(format!("{e:#}")))?;
+                job.sink.initialized();
+                watch(&handle, job.stall_timeout, job.progress, &*job.sink).await
+            }
+            .await;
+            // Leave the swarm either way; what the sink holds stays for a resumed import.
             let _ = self.session.delete(id.into(), false).await;
             outcome
         })
@@ -202,7 +221,7 @@ impl Engine for Librqbit {
         Box::pin(async move {
             let opts = AddTorrentOptions {
                 overwrite: true,
-                storage_factory: Some(BlockStorageFactory { files }.boxed()),
+                storage_factory: Some(BlockStorageFactory { backing: Backing::Seed(files) }.boxed()),
                 peer_opts: Some(peer_opts()),
                 ..Default::default()
             };
@@ -250,6 +269,7 @@ async fn watch(
     handle: &librqbit::ManagedTorrent,
     stall: Duration,
     progress: &(dyn Fn(Progress) + Send + Sync),
+    sink: &dyn PieceSink,
 ) -> Result<(), EngineError> {
     let started = Instant::now();
     let mut last_done = 0u64;
@@ -265,6 +285,9 @@ async fn watch(
             }
             _ = tick.tick() => {
                 let stats = handle.stats();
+                if let Some(e) = sink.failure() {
+                    return Err(EngineError::Failed(e));
+                }
                 if let TorrentStatsState::Error = stats.state {
                     return Err(EngineError::Failed(stats.error.unwrap_or_else(|| "unknown error".into())));
                 }
@@ -287,22 +310,29 @@ async fn watch(
     }
 }
 
-/// Storage for seeding: reads come from the block store through `SeedFiles`; writes are refused (a seeded
-/// torrent is complete by construction, and the initial check proves it).
+/// Storage over the block store: reads and writes go to a `PieceSink` for an import; for seeding, reads come
+/// through `SeedFiles` and writes are refused (a seeded torrent is complete by construction, and the initial
+/// check proves it).
+#[derive(Clone)]
+enum Backing {
+    Seed(Arc<dyn SeedFiles>),
+    Import(Arc<dyn PieceSink>),
+}
+
 #[derive(Clone)]
 struct BlockStorageFactory {
-    files: Arc<dyn SeedFiles>,
+    backing: Backing,
 }
 
 struct BlockStorage {
-    files: Arc<dyn SeedFiles>,
+    backing: Backing,
 }
 
 impl StorageFactory for BlockStorageFactory {
     type Storage = BlockStorage;
 
     fn create(&self, _: &ManagedTorrentShared, _: &TorrentMetadata) -> anyhow::Result<BlockStorage> {
-        Ok(BlockStorage { files: self.files.clone() })
+        Ok(BlockStorage { backing: self.backing.clone() })
     }
 
     fn clone_box(&self) -> librqbit::storage::BoxStorageFactory {
@@ -316,11 +346,25 @@ impl TorrentStorage for BlockStorage {
     }
 
     fn pread_exact(&self, file_id: usize, offset: u64, buf: &mut [u8]) -> anyhow::Result<()> {
-        self.files.read_at(file_id, offset, buf).map_err(anyhow::Error::msg)
+        let read = match &self.backing {
+            Backing::Seed(files) => files.read_at(file_id, offset, buf),
+            Backing::Import(sink) => sink.read_at(file_id, offset, buf),
+        };
+        read.map_err(anyhow::Error::msg)
     }
 
-    fn pwrite_all(&self, file_id: usize, offset: u64, _: &[u8]) -> anyhow::Result<()> {
-        anyhow::bail!("a seeded torrent is read-only (write to file {file_id} at {offset})")
+    fn pwrite_all(&self, file_id: usize, offset: u64, data: &[u8]) -> anyhow::Result<()> {
+        match &self.backing {
+            Backing::Seed(_) => anyhow::bail!("a seeded torrent is read-only (write to file {file_id} at {offset})"),
+            Backing::Import(sink) => sink.write_at(file_id, offset, data).map_err(anyhow::Error::msg),
+        }
+    }
+
+    fn on_piece_completed(&self, piece: librqbit_core::lengths::ValidPieceIndex) -> anyhow::Result<()> {
+        match &self.backing {
+            Backing::Seed(_) => Ok(()),
+            Backing::Import(sink) => sink.piece_verified(piece.get()).map_err(anyhow::Error::msg),
+        }
     }
 
     fn remove_file(&self, _: usize, _: &Path) -> anyhow::Result<()> {
@@ -336,7 +380,7 @@ impl TorrentStorage for BlockStorage {
     }
 
     fn take(&self) -> anyhow::Result<Box<dyn TorrentStorage>> {
-        Ok(Box::new(BlockStorage { files: self.files.clone() }))
+        Ok(Box::new(BlockStorage { backing: self.backing.clone() }))
     }
 }
 

@@ -1,12 +1,13 @@
 //! BitTorrent in and out of the store.
 //!
 //! **Import** (`bittorrent import`): a .torrent, magnet or bare infohash is resolved and checked by our own
-//! metainfo parser (`btfs_chunker::torrent`) before the swarm sees it; the engine downloads into a staging
-//! folder under the repo (`bittorrent/staging/<infohash>`), which a stopped import leaves in place so the
-//! next run resumes from the pieces already verified; then the files are added as UnixFS exactly as
-//! `btfs add -r --hidden` would (padding files left out), the info dict is stored as a `torrent-info` block
-//! (CIDv1, multicodec 0x7b, the infohash as its sha1 multihash; a hybrid's also under its sha2-256 v2 hash),
-//! and only then is the torrent recorded as imported. A torrent already recorded is not fetched again.
+//! metainfo parser (`btfs_chunker::torrent`) before the swarm sees it; the engine's verified pieces then go
+//! straight into UnixFS leaves in the block store (`stream`), with no staging copy, and the files come out
+//! exactly as `btfs add -r --hidden` would make them (padding files left out). A stopped import keeps its
+//! stored leaves, so the next run fetches only the rest. At the end the info dict is stored as a
+//! `torrent-info` block (CIDv1, multicodec 0x7b, the infohash as its sha1 multihash; a hybrid's also under
+//! its sha2-256 v2 hash), and only then is the torrent recorded as imported. A torrent already recorded is
+//! not fetched again.
 //!
 //! **Seed** (`bittorrent seed`, daemon only): an imported torrent is seeded under its original infohash from
 //! its stored info dict; any other UnixFS file or directory gets a new v1 torrent. Either way the data is read
@@ -17,8 +18,9 @@
 
 pub mod engine;
 pub mod files;
+pub mod stream;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -29,11 +31,11 @@ use multihash_codetable::MultihashDigest;
 use serde::{Deserialize, Serialize};
 
 use crate::Node;
-use crate::add::{AddEvents, AddInput, AddOptions, Added, TreeEntry, TreeEntryKind, TreeSource};
 use crate::repo::config::BitTorrentSettings;
 use crate::repo::store::{PinKind, Records, StoreError};
 use engine::{Download, Engine, EngineError, Librqbit, Progress, SwarmOptions};
 use files::{SeedFile, StoreFiles};
+use stream::{Built, StreamImport};
 
 /// Multicodec of a BitTorrent info dict (`torrent-info`).
 pub const TORRENT_INFO: u64 = 0x7b;
@@ -65,8 +67,6 @@ pub enum TorrentError {
     Unknown(String),
     #[error("{0}")]
     Store(#[from] StoreError),
-    #[error("staging folder {path}: {source}")]
-    Staging { path: String, source: std::io::Error },
     #[error("seeding needs the daemon: run 'btfs daemon' first")]
     NotRunning,
 }
@@ -141,7 +141,12 @@ pub enum ImportEvent {
         peers: usize,
         speed: f64,
     },
-    /// The files are being added to the store.
+    /// An earlier run of this import left `held` of the `total` bytes in the store; they are not fetched again.
+    Resumed {
+        held: u64,
+        total: u64,
+    },
+    /// Every piece is in; the files' DAGs and directories are being built.
     Adding,
 }
 
@@ -348,11 +353,6 @@ impl Torrents {
         held(&r.root) && held(&r.info_cid)
     }
 
-    /// Where an import of `info_hash` downloads to (and a stopped one leaves its verified pieces).
-    fn staging_dir(&self, info_hash: &str) -> PathBuf {
-        self.node.repo().path().join("bittorrent").join("staging").join(info_hash)
-    }
-
     /// Imports a torrent; see the module doc.
     pub async fn import(
         &self,
@@ -427,9 +427,13 @@ impl Torrents {
         let total: u64 = selected(&meta.info, &req.only).map(|(_, f)| f.length).sum();
         events(ImportEvent::Metadata { name: meta.info.name.clone(), info_hash: info_hash.clone(), total });
 
-        let staging = self.staging_dir(&info_hash);
-        std::fs::create_dir_all(&staging)
-            .map_err(|source| TorrentError::Staging { path: staging.display().to_string(), source })?;
+        let params =
+            btfs_chunker::import::Options::default().resolve().map_err(|e| TorrentError::Add(e.to_string()))?;
+        let stream = StreamImport::start(self.node.clone(), &meta.info, &req.only, params, &info_hash)
+            .map_err(TorrentError::Add)?;
+        if stream.resumed_bytes > 0 {
+            events(ImportEvent::Resumed { held: stream.resumed_bytes, total });
+        }
         let started = std::time::Instant::now();
         let progress = |p: Progress| {
             events(ImportEvent::Download { done: p.done, total: p.total, peers: p.peers, speed: p.speed })
@@ -437,29 +441,36 @@ impl Torrents {
         engine
             .download(Download {
                 torrent: torrent.clone(),
-                dir: &staging,
+                sink: stream.sink(),
                 only: req.only.clone(),
                 peers,
                 stall_timeout: req.stall_timeout,
                 progress: &progress,
             })
             .await?;
-
         tracing::info!(%info_hash, seconds = started.elapsed().as_secs_f64(), "download complete");
         events(ImportEvent::Adding);
-        let adding = std::time::Instant::now();
+        let building = std::time::Instant::now();
+        let built = stream.finish().await.map_err(TorrentError::Add)?;
+        tracing::info!(%info_hash, seconds = building.elapsed().as_secs_f64(), "DAG built and pinned");
         let node = self.node.clone();
-        let only = req.only.clone();
-        let record = tokio::task::spawn_blocking(move || store_import(&node, &meta, &staging, only, &info_hash))
+        let info = meta.info.clone();
+        let blocks = tokio::task::spawn_blocking(move || store_info_blocks(&node, &info))
             .await
             .map_err(|e| TorrentError::Add(e.to_string()))??;
-        tracing::info!(info_hash = %record.info_hash, seconds = adding.elapsed().as_secs_f64(), "files added to the store");
+        let record = import_record(&meta, &built, &blocks[0], req.only.clone(), &info_hash);
         self.save(&record)?;
-        let _ = std::fs::remove_dir_all(self.staging_dir(&record.info_hash));
-        if let Ok(root) = Cid::try_from(record.root.as_str()) {
-            self.node.announce(vec![root]);
-        }
+        self.forget_progress(&info_hash)?;
+        self.node.announce(vec![built.root]);
         Ok(Imported { record, already: false })
+    }
+
+    /// Drops the leaf records of a finished import.
+    fn forget_progress(&self, info_hash: &str) -> Result<(), TorrentError> {
+        let store = self.node.repo().store();
+        let rows = store.record_scan(Records::Torrents, &stream::leaf_prefix(info_hash))?;
+        let deletes: Vec<(Records, &[u8])> = rows.iter().map(|(k, _)| (Records::Torrents, k.as_slice())).collect();
+        Ok(store.record_write_relaxed(&[], &deletes)?)
     }
 
     /// Seeds `cid` (see the module doc); returns the magnet.
@@ -554,70 +565,39 @@ impl Drop for ImportGuard<'_> {
     }
 }
 
-/// Adds the staged files to the store and builds the record (nothing is recorded here).
-fn store_import(
-    node: &Node,
+/// The record of a finished import.
+fn import_record(
     meta: &Metainfo,
-    staging: &Path,
+    built: &Built,
+    info_block: &Block,
     only: Option<Vec<usize>>,
     info_hash: &str,
-) -> Result<TorrentRecord, TorrentError> {
-    let add_err = |e: &dyn std::fmt::Display| TorrentError::Add(e.to_string());
-    // librqbit writes a single-file torrent to <dir>/<name> and a multi-file one's files to <dir>/<path>.
-    let meta_all = meta;
-    let meta = &meta_all.info;
-    let single = is_single_file(meta);
-    let mut chosen: Vec<(usize, &metainfo::FileEntry)> = selected(meta, &only).collect();
-    let input = if single {
-        let path = staging.join(&meta.name);
-        let file = std::fs::File::open(&path)
-            .map_err(|source| TorrentError::Read { path: path.display().to_string(), source })?;
-        AddInput::Stream { name: Some(meta.name.clone()), reader: Box::new(file) }
-    } else {
-        // Depth-first and contiguous per directory, as a tree source must be.
-        chosen.sort_by(|a, b| a.1.path.cmp(&b.1.path));
-        let entries = chosen
-            .iter()
-            .map(|(_, f)| (f.path.join("/"), staging.join(f.path[1..].iter().collect::<PathBuf>())))
-            .collect();
-        AddInput::Tree(Box::new(StagedTree { name: meta.name.clone(), entries, next: 0, sent_root: false }))
-    };
-    let opts = AddOptions { pin: true, recursive: true, hidden: true, ..Default::default() };
-    let mut seen = Collect::default();
-    let roots = node.add(vec![input], &opts, &mut seen).map_err(|e| add_err(&e))?;
-    let root = roots.first().ok_or_else(|| TorrentError::Add("nothing was added".into()))?.cid;
-
-    let blocks = store_info_blocks(node, meta)?;
-
-    let files = meta
+) -> TorrentRecord {
+    let info = &meta.info;
+    let files = info
         .files
         .iter()
         .enumerate()
-        .map(|(i, f)| {
-            let path = inner_path(meta, f);
-            let cid = if f.padding || only.as_ref().is_some_and(|o| !o.contains(&i)) {
-                None
-            } else if single {
-                Some(root.to_string())
-            } else {
-                seen.by_name.get(&f.path.join("/")).map(|c| c.to_string())
-            };
-            FileRecord { path, length: f.length, cid, padding: f.padding }
+        .map(|(i, f)| FileRecord {
+            path: inner_path(info, f),
+            length: f.length,
+            cid: built.files.get(i).copied().flatten().map(|c| c.to_string()),
+            padding: f.padding,
         })
         .collect();
-    Ok(TorrentRecord {
+    TorrentRecord {
         info_hash: info_hash.to_string(),
-        info_hash_v2: meta.info_hash_v2.map(|h| hex(&h)),
-        name: meta.name.clone(),
-        root: root.to_string(),
-        info_cid: blocks[0].cid.to_string(),
+        info_hash_v2: info.info_hash_v2.map(|h| hex(&h)),
+        name: info.name.clone(),
+        root: built.root.to_string(),
+        info_cid: info_block.cid.to_string(),
         files,
-        size: chosen.iter().map(|(_, f)| f.length).sum(),
+        size: selected(info, &only).map(|(_, f)| f.length).sum(),
         only,
         origin: "import".into(),
         seeding: false,
-        trackers: meta_all.announce.iter().flatten().cloned().collect(),
-    })
+        trackers: meta.announce.iter().flatten().cloned().collect(),
+    }
 }
 
 /// A single-file torrent's one file has the path `[name]`; a multi-file torrent's are `[name, dir.., file]`.
@@ -628,40 +608,6 @@ fn is_single_file(info: &Info) -> bool {
 /// A file's path inside the torrent, without the torrent's name (a single file's is its name).
 fn inner_path(info: &Info, f: &metainfo::FileEntry) -> String {
     if is_single_file(info) { info.name.clone() } else { f.path[1..].join("/") }
-}
-
-/// `add`'s reports, by name.
-#[derive(Default)]
-struct Collect {
-    by_name: std::collections::HashMap<String, Cid>,
-}
-
-impl AddEvents for Collect {
-    fn added(&mut self, entry: &Added) {
-        self.by_name.insert(entry.name.clone(), entry.cid);
-    }
-}
-
-/// The staged files of a multi-file torrent, as `add` reads a tree: `<name>`, then each `<name>/<path>` (the
-/// info dict's path, which starts with the name) in path order.
-struct StagedTree {
-    name: String,
-    entries: Vec<(String, PathBuf)>,
-    next: usize,
-    sent_root: bool,
-}
-
-impl TreeSource for StagedTree {
-    fn next_entry(&mut self) -> std::io::Result<Option<TreeEntry>> {
-        if !self.sent_root {
-            self.sent_root = true;
-            return Ok(Some(TreeEntry { path: self.name.clone(), kind: TreeEntryKind::Directory }));
-        }
-        let Some((path, file)) = self.entries.get(self.next) else { return Ok(None) };
-        self.next += 1;
-        let reader = std::fs::File::open(file)?;
-        Ok(Some(TreeEntry { path: path.clone(), kind: TreeEntryKind::File(Box::new(reader)) }))
-    }
 }
 
 /// The files to seed for a record, by index in its info dict.

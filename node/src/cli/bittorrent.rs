@@ -196,6 +196,7 @@ fn import_remote(
 /// The import's progress on stderr (hidden with `-q` or when stderr is not a terminal).
 struct Bar {
     bar: ProgressBar,
+    quiet: bool,
 }
 
 impl Bar {
@@ -205,7 +206,7 @@ impl Bar {
             ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        Self { bar }
+        Self { bar, quiet }
     }
 
     fn event(&self, e: &ImportEvent) {
@@ -218,7 +219,13 @@ impl Bar {
                 self.bar.set_length(*total);
                 self.bar.set_position(*done);
             }
-            ImportEvent::Adding => self.bar.set_message("adding to the store"),
+            ImportEvent::Resumed { held, total } => {
+                if !self.quiet {
+                    self.bar.suspend(|| eprintln!("resuming: {held} of {total} bytes are already in the store"));
+                }
+                self.bar.set_position(*held);
+            }
+            ImportEvent::Adding => self.bar.set_message("building the DAG"),
         }
     }
 

@@ -397,6 +397,24 @@ impl BlockStore {
     /// Writes storage-market records durably (synced: they are contracts and money), in one batch so that a
     /// crash leaves either all of them or none.
     pub fn record_write(&self, put: &[(Records, &[u8], &[u8])], delete: &[(Records, &[u8])]) -> Result<(), StoreError> {
+        self.write_synced(self.record_batch(put, delete)?)
+    }
+
+    /// Writes records that may be lost in a crash (hints such as an import's progress, checked again when
+    /// read): through the WAL, without waiting for it to reach the disk.
+    pub fn record_write_relaxed(
+        &self,
+        put: &[(Records, &[u8], &[u8])],
+        delete: &[(Records, &[u8])],
+    ) -> Result<(), StoreError> {
+        self.db.write(self.record_batch(put, delete)?).map_err(StoreError::Write)
+    }
+
+    fn record_batch(
+        &self,
+        put: &[(Records, &[u8], &[u8])],
+        delete: &[(Records, &[u8])],
+    ) -> Result<WriteBatch, StoreError> {
         let mut batch = WriteBatch::default();
         for (kind, k, v) in put {
             batch.put_cf(self.cf(kind.cf())?, k, v);
@@ -404,7 +422,7 @@ impl BlockStore {
         for (kind, k) in delete {
             batch.delete_cf(self.cf(kind.cf())?, k);
         }
-        self.write_synced(batch)
+        Ok(batch)
     }
 
     /// Every storage-market record whose key starts with `prefix`, in key order.
