@@ -159,6 +159,31 @@ impl Seeder {
     }
 }
 
+/// A hostile peer (`tests/bt/liar.py`): announced to the tracker as a seed, it claims every piece and answers
+/// every request with bytes that are not the torrent's.
+pub struct Liar {
+    pub process: Process,
+    stats: PathBuf,
+}
+
+impl Liar {
+    pub fn start(info_hash: &str, pieces: u64, tracker: &str, dir: &Path) -> Self {
+        let port_file = dir.join(format!("liar-{}.port", std::process::id()));
+        let stats = dir.join(format!("liar-{}.stats", std::process::id()));
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg(bt_dir().join("liar.py")).args(["--info-hash", info_hash, "--tracker", tracker]);
+        cmd.args(["--pieces", &pieces.to_string()]).arg("--port-file").arg(&port_file).arg("--stats").arg(&stats);
+        let (process, _) = start_with_port_file(cmd, &port_file, "liar.py", Duration::from_secs(30));
+        Self { process, stats }
+    }
+
+    /// Blocks of false bytes sent so far.
+    pub fn blocks_sent(&self) -> u64 {
+        let text = fs::read_to_string(&self.stats).unwrap_or_default();
+        serde_json::from_str::<Value>(&text).ok().and_then(|v| v["pieces_sent"].as_u64()).unwrap_or(0)
+    }
+}
+
 /// A bare libtorrent DHT node on 127.0.0.1 that the others bootstrap from.
 pub struct DhtNode {
     pub process: Process,

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use btfs_chunker::Cid;
-use btfs_tests::bt::{self, DhtNode, Seeder, Tracker};
+use btfs_tests::bt::{self, DhtNode, Liar, Seeder, Tracker};
 use btfs_tests::daemon::Daemon;
 use btfs_tests::{TestRepo, write_chacha20_file};
 use serde_json::Value;
@@ -81,8 +81,7 @@ fn torrent_file_from_mktorrent_over_http_tracker_imports_with_add_cids_and_twice
     // The stored info dict is the torrent's, byte for byte: its block verifies against the infohash.
     let verify = repo.run(&["repo", "verify"]);
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
-    let staging = repo.path().join("bittorrent").join("staging").join(&ih);
-    assert!(!staging.exists(), "the staging copy is removed after the import");
+    assert!(!repo.path().join("bittorrent").exists(), "the import wrote no copy outside the block store");
 
     // No seeder any more: a second import must be answered from the store.
     seeder.process.kill();
@@ -281,6 +280,52 @@ fn an_import_cut_short_records_nothing_and_a_second_run_completes() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), add_cid(&repo, &file));
     assert_eq!(records(&repo).len(), 1);
     assert_eq!(records(&repo)[0]["info_hash"].as_str(), Some(ih));
+}
+
+#[test]
+fn a_peer_sending_wrong_pieces_costs_nothing_and_an_honest_seeder_completes_the_import() {
+    let work = TempDir::new().expect("tmp");
+    let tracker = Tracker::start();
+    let data = work.path().join("data");
+    fs::create_dir_all(&data).expect("test setup");
+    let file = data.join("payload.bin");
+    write_chacha20_file(&file, "liar", 6 * 1024 * 1024 + 777).expect("write");
+    let torrent = work.path().join("payload.torrent");
+    let made = bt::lt_make(&file, &torrent, 256, false, &[tracker.http_url()]);
+    tracker.allow_made(&made);
+    let ih = made["info_hash"].as_str().expect("ih");
+    let liar = Liar::start(ih, (6 * 1024 * 1024 + 777u64).div_ceil(256 * 1024), &tracker.http_url(), work.path());
+
+    // The liar is the only peer at first: the import takes its blocks, and every piece fails its hash.
+    let repo = TestRepo::init();
+    let mut import = repo
+        .command()
+        .args(["bittorrent", "import", torrent.to_str().expect("utf-8 path"), "--timeout", "60", "-q"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the import");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while liar.blocks_sent() < 16 {
+        assert!(Instant::now() < deadline, "the import never asked the liar for a whole piece");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Then an honest seeder joins (it finds the import through the tracker).
+    let _seeder = Seeder::start(&torrent, &data, None);
+    let out = import.wait_with_output().expect("the import runs");
+    assert!(out.status.success(), "the import failed: {}", String::from_utf8_lossy(&out.stderr));
+    let root = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(root, add_cid(&repo, &file), "the imported file is the torrent's, not the liar's bytes");
+    let back = work.path().join("back.bin");
+    repo.run_ok(&["get", &root, "-o", back.to_str().expect("utf-8 path")]);
+    assert!(fs::read(&back).expect("read back") == fs::read(&file).expect("read"), "bytes differ");
+    assert!(liar.blocks_sent() >= 16, "the liar's bytes were received and refused");
+    // No block of the liar's pattern was kept: a 256 KiB leaf of 0xAA is not in the store.
+    let liar_leaf = work.path().join("aa.bin");
+    fs::write(&liar_leaf, vec![0xaa; 256 * 1024]).expect("test setup");
+    let aa = repo.run_ok(&["add", "-q", "--only-hash", liar_leaf.to_str().expect("utf-8 path")]);
+    let has = repo.run(&["block", "stat", aa.trim()]);
+    assert!(!has.status.success(), "a leaf of the liar's bytes is in the store");
 }
 
 #[test]
