@@ -298,7 +298,7 @@ fn a_peer_sending_wrong_pieces_costs_nothing_and_an_honest_seeder_completes_the_
 
     // The liar is the only peer at first: the import takes its blocks, and every piece fails its hash.
     let repo = TestRepo::init();
-    let mut import = repo
+    let import = repo
         .command()
         .args(["bittorrent", "import", torrent.to_str().expect("utf-8 path"), "--timeout", "60", "-q"])
         .stdout(std::process::Stdio::piped())

@@ -260,7 +260,17 @@ impl Engine for Librqbit {
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move { self.session.stop().await })
+        // What `Session::stop` does, without its fixed one-second sleep at the end: the session's tasks
+        // wind down on their own once cancelled, and nothing here waits for them.
+        Box::pin(async move {
+            let torrents = self.session.with_torrents(|all| all.map(|(_, t)| t.clone()).collect::<Vec<_>>());
+            for t in torrents {
+                if let Err(e) = self.session.pause(&t).await {
+                    tracing::debug!(error = %e, "cannot pause a torrent at shutdown");
+                }
+            }
+            self.session.cancellation_token().cancel();
+        })
     }
 }
 

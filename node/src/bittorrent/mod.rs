@@ -390,7 +390,9 @@ impl Torrents {
         let opts = swarm_options(&settings, req.dht_bootstrap.clone())?;
         let engine = Librqbit::start(&opts).await?;
         let result = self.import_with(&engine, source, &req, events).await;
+        let stopping = std::time::Instant::now();
         engine.shutdown().await;
+        tracing::info!(seconds = stopping.elapsed().as_secs_f64(), "BitTorrent session stopped");
         result
     }
 
@@ -461,6 +463,7 @@ impl Torrents {
         let record = import_record(&meta, &built, &blocks[0], req.only.clone(), &info_hash);
         self.save(&record)?;
         self.forget_progress(&info_hash)?;
+        tracing::info!(%info_hash, "import recorded");
         self.node.announce(vec![built.root]);
         Ok(Imported { record, already: false })
     }

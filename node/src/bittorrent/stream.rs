@@ -22,7 +22,7 @@
 //! piece they cover. Partial leaves live only in memory, so the pieces under them are fetched again.
 //!
 //! **Memory.** Piece buffers exist only for pieces in flight or queued (the engine's request window plus
-//! `QUEUE_DEPTH`); partial leaves are capped at `MAX_PARTIAL_BYTES` (the engine fetches each file's pieces
+//! `QUEUE_BYTES`); partial leaves are capped at `MAX_PARTIAL_BYTES` (the engine fetches each file's pieces
 //! first, last, then in order, so only a few leaves wait at any time).
 
 use std::collections::{BTreeMap, HashMap};
@@ -42,8 +42,10 @@ use super::engine::{PieceSink, SeedFiles};
 use crate::Node;
 use crate::repo::store::{PinKind, Records};
 
-/// Verified pieces queued for the assembler.
-const QUEUE_DEPTH: usize = 4;
+/// Bytes of verified pieces queued for the assembler (at least `MIN_QUEUE` pieces): enough to ride out a
+/// slow moment of the store without blocking the engine's network threads.
+const QUEUE_BYTES: u64 = 128 * 1024 * 1024;
+const MIN_QUEUE: usize = 4;
 /// The most bytes held in leaves waiting for another piece.
 const MAX_PARTIAL_BYTES: usize = 512 * 1024 * 1024;
 /// Leaf records gathered before they are written.
@@ -178,7 +180,8 @@ impl StreamImport {
         let tag = btfs_chunker::torrent::to_hex(&tag.digest()[..8]);
         let mut record_prefix = leaf_prefix(info_hash);
         record_prefix.extend_from_slice(format!("{tag}/").as_bytes());
-        let (tx, rx) = sync_channel(QUEUE_DEPTH);
+        let depth = usize::try_from(QUEUE_BYTES / info.piece_length.get()).unwrap_or(MIN_QUEUE).max(MIN_QUEUE);
+        let (tx, rx) = sync_channel(depth);
         let inner = Arc::new(Inner {
             node,
             params,
@@ -323,7 +326,9 @@ impl Inner {
             }) {
                 let within = (pos - leaf * self.chunk) as usize;
                 out.copy_from_slice(&p.bytes[within..within + n]);
-            } else if zeros || state.checking {
+            } else if zeros || (state.checking && state.leaves.get(f).is_some_and(|l| l.iter().any(Option::is_some))) {
+                // Zeros only where something of the file is held: a file with nothing held fails its check
+                // at once, rather than have every piece of it hashed as zeros.
                 out.fill(0);
             } else {
                 return Err(format!("bytes {pos}..{} of file {f} are not held yet", pos + n as u64));

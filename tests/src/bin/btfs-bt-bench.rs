@@ -52,6 +52,8 @@ fn btfs_import(torrent: &Path) -> Result<(f64, u64, String)> {
     if !out.status.success() {
         bail!("btfs import failed: {}", String::from_utf8_lossy(&out.stderr));
     }
+    // Quiet unless RUST_LOG asks btfs for its phase timings.
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
     Ok((secs, peak, String::from_utf8_lossy(&out.stdout).trim().to_string()))
 }
 
