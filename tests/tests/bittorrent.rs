@@ -105,9 +105,32 @@ fn hybrid_magnet_over_tracker_imports_through_the_daemon_and_reseeds_under_its_i
     let ih = made["info_hash"].as_str().expect("ih").to_string();
     let magnet = format!("magnet:?xt=urn:btih:{ih}&dn=movie.bin&tr={}", tracker.http_url());
 
+    // Two imports of the same magnet at once through the daemon: the second waits for the first and is
+    // answered from its record.
     let daemon = Daemon::start(&[]);
-    let root = daemon.run_ok(&["bittorrent", "import", &magnet, "--timeout", "60", "-q"]);
+    let import = || {
+        daemon
+            .repo
+            .command()
+            .args(["bittorrent", "import", &magnet, "--timeout", "60", "-q"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start an import")
+    };
+    let (first, second) = (import(), import());
+    let roots: Vec<String> = [first, second]
+        .into_iter()
+        .map(|child| {
+            let out = child.wait_with_output().expect("the import runs");
+            assert!(out.status.success(), "a concurrent import failed: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).to_string()
+        })
+        .collect();
+    assert_eq!(roots[0], roots[1], "both imports give the same root");
+    let root = roots[0].clone();
     assert_eq!(root.trim(), add_cid(&daemon.repo, &file));
+    assert_eq!(records(&daemon.repo).len(), 1, "one record for the torrent");
     let bytes = daemon.repo.run(&["cat", root.trim()]).stdout;
     assert_eq!(bytes, fs::read(&file).expect("read"), "cat of the imported file");
     let recs = records(&daemon.repo);
@@ -326,6 +349,89 @@ fn a_peer_sending_wrong_pieces_costs_nothing_and_an_honest_seeder_completes_the_
     let aa = repo.run_ok(&["add", "-q", "--only-hash", liar_leaf.to_str().expect("utf-8 path")]);
     let has = repo.run(&["block", "stat", aa.trim()]);
     assert!(!has.status.success(), "a leaf of the liar's bytes is in the store");
+}
+
+/// A tmpfs mounted for one test (root only, as in CI), unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, mib: u64) -> Self {
+        fs::create_dir_all(at).expect("test setup");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "cannot mount a tmpfs at {} (this test needs root, as CI has)", at.display());
+        Self(at.to_path_buf())
+    }
+
+    fn resize(&self, mib: u64) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={mib}m")])
+            .arg(&self.0)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "cannot resize the tmpfs");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_import_with_a_clear_error_and_a_run_with_room_completes() {
+    let work = TempDir::new().expect("tmp");
+    let tracker = Tracker::start();
+    let data = work.path().join("data");
+    fs::create_dir_all(&data).expect("test setup");
+    let file = data.join("big.bin");
+    write_chacha20_file(&file, "disk-full", 160 * 1024 * 1024).expect("write");
+    let torrent = work.path().join("big.torrent");
+    let made = bt::lt_make(&file, &torrent, 256, false, &[tracker.http_url()]);
+    tracker.allow_made(&made);
+    let _seeder = Seeder::start(&torrent, &data, None);
+
+    // The repo lives on a 112 MiB filesystem: the 160 MiB file cannot fit.
+    let disk = Tmpfs::mount(&work.path().join("repo"), 112);
+    let btfs = |args: &[&str]| {
+        std::process::Command::new(btfs_tests::btfs_bin())
+            .env("BTFS_PATH", &disk.0)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run btfs")
+    };
+    assert!(btfs(&["init", "--profile", "test"]).status.success());
+    let import = ["bittorrent", "import", torrent.to_str().expect("utf-8 path"), "--timeout", "60", "-q"];
+    let out = btfs(&import);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an import into a full disk must fail");
+    assert!(err.contains("No space left on device"), "the error names the cause: {err}");
+    let ls = btfs(&["bittorrent", "ls", "--enc", "json"]);
+    assert!(
+        ls.status.success() && ls.stdout.is_empty(),
+        "nothing is recorded: {}",
+        String::from_utf8_lossy(&ls.stdout)
+    );
+
+    // With room, the same import completes, from what the first run stored, and the store checks out.
+    disk.resize(512);
+    let out = btfs(&["bittorrent", "import", torrent.to_str().expect("utf-8 path"), "--timeout", "60"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the import with room fails: {err}");
+    let held: u64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("resuming: ")?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("the second run does not start from what the first stored: {err}"));
+    assert!(held >= 64 * 1024 * 1024, "only {held} bytes survived the full disk");
+    let reference = TestRepo::init();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), add_cid(&reference, &file));
+    let verify = btfs(&["repo", "verify"]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
 }
 
 #[test]

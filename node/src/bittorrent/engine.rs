@@ -41,8 +41,8 @@ pub enum EngineError {
     Add(String),
     #[error("no peer sent the torrent's metadata within {0:?} (is anyone seeding it, and reachable?)")]
     MetadataTimeout(Duration),
-    #[error("the download stalled: {done} of {total} bytes after {after:?} (no reachable peer has the rest)")]
-    Timeout { done: u64, total: u64, after: Duration },
+    #[error("the download stalled: {done} of {total} bytes after {after:?} (no reachable peer has the rest; {peers})")]
+    Timeout { done: u64, total: u64, after: Duration, peers: String },
     #[error("the download failed: {0}")]
     Failed(String),
 }
@@ -97,6 +97,8 @@ pub trait PieceSink: SeedFiles {
     fn initialized(&self);
     /// Set once the sink cannot go on; the download stops with it.
     fn failure(&self) -> Option<String>;
+    /// A short account of what the sink holds, for error messages.
+    fn state(&self) -> String;
 }
 
 /// What the node asks of a BitTorrent client.
@@ -309,10 +311,21 @@ async fn watch(
                     last_done = stats.progress_bytes;
                     last_change = Instant::now();
                 } else if last_change.elapsed() >= stall {
+                    let peers = stats.live.as_ref().map_or_else(
+                        || "not live".to_string(),
+                        |l| {
+                            let p = &l.snapshot.peer_stats;
+                            format!(
+                                "peers: {} seen, {} live, {} connecting, {} queued, {} dead; {}",
+                                p.seen, p.live, p.connecting, p.queued, p.dead, sink.state()
+                            )
+                        },
+                    );
                     return Err(EngineError::Timeout {
                         done: stats.progress_bytes,
                         total: stats.total_bytes,
                         after: started.elapsed(),
+                        peers,
                     });
                 }
             }

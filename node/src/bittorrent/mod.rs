@@ -20,6 +20,7 @@ pub mod engine;
 pub mod files;
 pub mod stream;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -266,8 +267,9 @@ pub struct Torrents {
     node: Arc<Node>,
     /// The daemon's seeding session.
     seeder: Option<Box<dyn Engine>>,
-    /// Infohashes being imported now: a second import of the same torrent waits for the first's record.
-    importing: Mutex<std::collections::HashSet<String>>,
+    /// Imports under way, by infohash: a second import of the same torrent waits its turn, then finds the
+    /// first one's record (or, if that one failed, takes over from the leaves it stored).
+    importing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Torrents {
@@ -373,23 +375,38 @@ impl Torrents {
                 None => return Err(TorrentError::V2Only(format!("magnet {}", req.source))),
             },
         };
-        if let Some(ih) = &known
-            && let Some(r) = self.record(ih)?
-            && r.origin == "import"
-            && self.still_held(&r)
-            && covers(&r.only, &req.only)
-        {
-            return Ok(Imported { record: r, already: true });
+        if let Some(ih) = &known {
+            if let Some(record) = self.already_imported(ih, &req.only)? {
+                return Ok(Imported { record, already: true });
+            }
+            let _turn = Turn::wait(&self.importing, ih).await;
+            if let Some(record) = self.already_imported(ih, &req.only)? {
+                return Ok(Imported { record, already: true });
+            }
+            return self.import_fresh(source, &req, events).await;
         }
-        let _guard = match &known {
-            Some(ih) => Some(ImportGuard::take(&self.importing, ih)?),
-            None => None,
-        };
+        self.import_fresh(source, &req, events).await
+    }
 
+    /// The record of an import of `info_hash` that holds the files `only` asks for, if there is one.
+    fn already_imported(
+        &self,
+        info_hash: &str,
+        only: &Option<Vec<usize>>,
+    ) -> Result<Option<TorrentRecord>, TorrentError> {
+        Ok(self.record(info_hash)?.filter(|r| r.origin == "import" && self.still_held(r) && covers(&r.only, only)))
+    }
+
+    async fn import_fresh(
+        &self,
+        source: Source,
+        req: &ImportRequest,
+        events: &(dyn Fn(ImportEvent) + Send + Sync),
+    ) -> Result<Imported, TorrentError> {
         let settings = self.node.repo().config().typed().bit_torrent.clone();
         let opts = swarm_options(&settings, req.dht_bootstrap.clone())?;
         let engine = Librqbit::start(&opts).await?;
-        let result = self.import_with(&engine, source, &req, events).await;
+        let result = self.import_with(&engine, source, req, events).await;
         let stopping = std::time::Instant::now();
         engine.shutdown().await;
         tracing::info!(seconds = stopping.elapsed().as_secs_f64(), "BitTorrent session stopped");
@@ -547,24 +564,28 @@ fn selected<'a>(
     meta.files.iter().enumerate().filter(move |(i, f)| !f.padding && only.as_ref().is_none_or(|o| o.contains(i)))
 }
 
-/// Holds an infohash in the set of imports under way.
-struct ImportGuard<'a> {
-    set: &'a Mutex<std::collections::HashSet<String>>,
+/// One import's turn on its infohash; the entry is dropped from the map when no one else waits on it.
+struct Turn<'a> {
+    map: &'a Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     key: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
-impl<'a> ImportGuard<'a> {
-    fn take(set: &'a Mutex<std::collections::HashSet<String>>, key: &str) -> Result<Self, TorrentError> {
-        if !set.lock().unwrap_or_else(PoisonError::into_inner).insert(key.to_string()) {
-            return Err(TorrentError::Invalid(format!("torrent {key} is already being imported")));
-        }
-        Ok(Self { set, key: key.to_string() })
+impl<'a> Turn<'a> {
+    async fn wait(map: &'a Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>, key: &str) -> Turn<'a> {
+        let lock = map.lock().unwrap_or_else(PoisonError::into_inner).entry(key.to_string()).or_default().clone();
+        Turn { map, key: key.to_string(), guard: Some(lock.lock_owned().await) }
     }
 }
 
-impl Drop for ImportGuard<'_> {
+impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        self.set.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.key);
+        self.guard.take();
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        // Only the map's own reference left: nobody holds or waits for this turn.
+        if map.get(&self.key).is_some_and(|l| Arc::strong_count(l) == 1) {
+            map.remove(&self.key);
+        }
     }
 }
 

@@ -16,10 +16,12 @@
 //! except during that initial check, where they read as zeros: a piece holding them then fails its hash and
 //! is fetched, unless its bytes really are zeros, and then zeros are its content.
 //!
-//! **Resume.** Each stored leaf is also recorded under `leaf/<infohash>/<params>/<file><leaf>` in the
-//! `torrents` records (relaxed writes: a lost record only means refetching). A new run of the same import
-//! loads the leaves whose blocks are still in the store, and the engine's initial check then finds every
-//! piece they cover. Partial leaves live only in memory, so the pieces under them are fetched again.
+//! **Resume.** Every `SYNC_BYTES` of leaves (and when an import stops) the block store is synced and the
+//! leaves stored since are recorded under `leaf/<infohash>/<params>/<file><leaf>` in the `torrents` records,
+//! so a record names a durable block (blocks are written without the WAL; a crash or a full disk loses those
+//! not yet synced, and then only their records are missing). A new run of the same import loads the leaves
+//! whose blocks are still in the store, and the engine's initial check then finds every piece they cover.
+//! Partial leaves live only in memory, so the pieces under them are fetched again.
 //!
 //! **Memory.** Piece buffers exist only for pieces in flight or queued (the engine's request window plus
 //! `QUEUE_BYTES`); partial leaves are capped at `MAX_PARTIAL_BYTES` (the engine fetches each file's pieces
@@ -48,8 +50,9 @@ const QUEUE_BYTES: u64 = 128 * 1024 * 1024;
 const MIN_QUEUE: usize = 4;
 /// The most bytes held in leaves waiting for another piece.
 const MAX_PARTIAL_BYTES: usize = 512 * 1024 * 1024;
-/// Leaf records gathered before they are written.
-const RECORD_BATCH: usize = 256;
+/// Leaf bytes stored between syncs of the block store; each sync makes them durable and then records them,
+/// so a crash or a full disk loses at most this much of an import's progress.
+const SYNC_BYTES: u64 = 64 * 1024 * 1024;
 /// Internal and directory blocks gathered before they are written.
 const BLOCK_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
@@ -103,6 +106,15 @@ struct State {
     /// The engine's initial check is running: unknown bytes read as zeros.
     checking: bool,
     error: Option<String>,
+    /// The last read or write refused to the engine, with how many there were (for stall messages).
+    refused: Option<(String, u64)>,
+}
+
+/// Leaves stored since the last sync, and their records (key, value) to write after the next one.
+#[derive(Default)]
+struct Unsynced {
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+    bytes: u64,
 }
 
 /// What the assembler built once the download was complete.
@@ -142,6 +154,7 @@ pub struct StreamImport {
     inner: Arc<Inner>,
     /// Bytes of the selected files already in the store from an earlier run.
     pub resumed_bytes: u64,
+    assembler: Option<std::thread::JoinHandle<()>>,
 }
 
 /// The record prefix of every leaf of an import of `info_hash`.
@@ -204,16 +217,17 @@ impl StreamImport {
                 fed: vec![false; info.pieces.len()],
                 checking: true,
                 error: None,
+                refused: None,
             }),
             queue: Mutex::new(Some(tx)),
         });
         let resumed_bytes = inner.load_leaves().map_err(|e| format!("cannot read the import's progress: {e}"))?;
         let worker = inner.clone();
-        std::thread::Builder::new()
+        let assembler = std::thread::Builder::new()
             .name("bt-assembler".into())
             .spawn(move || worker.assemble(rx))
             .map_err(|e| format!("cannot start the assembler thread: {e}"))?;
-        Ok(Self { inner, resumed_bytes })
+        Ok(Self { inner, resumed_bytes, assembler: Some(assembler) })
     }
 
     /// What the engine writes to.
@@ -229,7 +243,7 @@ impl StreamImport {
         // The assembler may be busy with queued pieces: wait for room without blocking the runtime.
         tokio::task::spawn_blocking(move || queue.send(Msg::Finish(tx)))
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| describe(&e))?
             .map_err(|_| self.inner.failure_or("the assembler stopped"))?;
         rx.await.map_err(|_| self.inner.failure_or("the assembler stopped"))?
     }
@@ -237,8 +251,15 @@ impl StreamImport {
 
 impl Drop for StreamImport {
     /// An import that ends without `finish` stops the assembler; its stored leaves stay for a later run.
+    /// Either way the assembler is done with the store when this returns (it may be writing a piece or its
+    /// leaf records, a few milliseconds), so a process that exits next does not close the store under it.
     fn drop(&mut self) {
         self.inner.queue.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(t) = self.assembler.take()
+            && t.join().is_err()
+        {
+            tracing::error!("the streaming import's assembler thread panicked");
+        }
     }
 }
 
@@ -269,7 +290,7 @@ impl Inner {
     /// Loads the leaves recorded by an earlier run whose blocks are still held; returns their bytes.
     fn load_leaves(&self) -> Result<u64, String> {
         let store = self.node.repo().store();
-        let rows = store.record_scan(Records::Torrents, &self.record_prefix).map_err(|e| e.to_string())?;
+        let rows = store.record_scan(Records::Torrents, &self.record_prefix).map_err(|e| describe(&e))?;
         let mut held = 0;
         let mut state = self.lock();
         for (key, value) in rows {
@@ -340,7 +361,7 @@ impl Inner {
 
     /// A stored leaf's file bytes.
     fn leaf_bytes(&self, cid: &Cid) -> Result<Vec<u8>, String> {
-        let data = self.node.repo().store().get_local(cid).map_err(|e| e.to_string())?;
+        let data = self.node.repo().store().get_local(cid).map_err(|e| describe(&e))?;
         let data = data.ok_or_else(|| format!("leaf {cid} is no longer in the store"))?;
         if cid.codec() == RAW {
             return Ok(data);
@@ -357,7 +378,7 @@ impl Inner {
         // Leaves are unpinned until the end: keep `repo gc` away while this runs.
         let node = self.node.clone();
         let _writing = node.writing();
-        let mut records: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut records = Unsynced::default();
         for msg in rx {
             match msg {
                 Msg::Piece(piece, data) => {
@@ -369,7 +390,8 @@ impl Inner {
                     }
                 }
                 Msg::Finish(reply) => {
-                    let built = self.flush_records(&mut records).and_then(|()| self.build());
+                    // The records are dropped once the import is recorded: no need to write them now.
+                    let built = self.build();
                     if let Err(e) = &built {
                         self.fail(e.clone());
                     }
@@ -378,21 +400,28 @@ impl Inner {
                 }
             }
         }
-        if let Err(e) = self.flush_records(&mut records) {
+        // Stopped: keep what is stored for the next run.
+        if let Err(e) = self.sync_and_record(&mut records) {
             tracing::warn!(error = %e, "cannot record the import's progress");
         }
     }
 
-    fn flush_records(&self, records: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), String> {
+    /// Makes the leaves stored so far durable, then records them.
+    fn sync_and_record(&self, pending: &mut Unsynced) -> Result<(), String> {
+        if pending.records.is_empty() {
+            return Ok(());
+        }
+        let store = self.node.repo().store();
+        store.sync_blocks().map_err(|e| describe(&e))?;
         let puts: Vec<(Records, &[u8], &[u8])> =
-            records.iter().map(|(k, v)| (Records::Torrents, k.as_slice(), v.as_slice())).collect();
-        self.node.repo().store().record_write_relaxed(&puts, &[]).map_err(|e| e.to_string())?;
-        records.clear();
+            pending.records.iter().map(|(k, v)| (Records::Torrents, k.as_slice(), v.as_slice())).collect();
+        store.record_write_relaxed(&puts, &[]).map_err(|e| describe(&e))?;
+        *pending = Unsynced::default();
         Ok(())
     }
 
     /// Cuts a verified piece into leaves; stores the complete ones.
-    fn absorb(&self, piece: u32, data: &[u8], records: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), String> {
+    fn absorb(&self, piece: u32, data: &[u8], pending: &mut Unsynced) -> Result<(), String> {
         let (ps, pe) = (u64::from(piece) * self.piece_length, u64::from(piece) * self.piece_length + data.len() as u64);
         let mut complete: Vec<(usize, u64, Vec<u8>)> = Vec::new();
         let mut finished_partials = Vec::new();
@@ -443,14 +472,15 @@ impl Inner {
             })
             .collect();
         let store = self.node.repo().store();
-        store.put_many(made.iter().map(|(_, _, b, _)| b)).map_err(|e| e.to_string())?;
+        store.put_many(made.iter().map(|(_, _, b, _)| b)).map_err(|e| describe(&e))?;
         let mut state = self.lock();
         for (f, k, _, link) in &made {
             state.leaves[*f][*k as usize] = Some(*link);
             let mut key = self.record_prefix.clone();
             key.extend_from_slice(&(*f as u32).to_be_bytes());
             key.extend_from_slice(&k.to_be_bytes());
-            records.push((key, encode_leaf_value(link)));
+            pending.records.push((key, encode_leaf_value(link)));
+            pending.bytes += link.filesize;
         }
         for key in finished_partials {
             if let Some(p) = state.partial.remove(&key) {
@@ -459,8 +489,8 @@ impl Inner {
         }
         state.verified.remove(&piece);
         drop(state);
-        if records.len() >= RECORD_BATCH {
-            self.flush_records(records)?;
+        if pending.bytes >= SYNC_BYTES {
+            self.sync_and_record(pending)?;
         }
         Ok(())
     }
@@ -475,7 +505,7 @@ impl Inner {
             bytes += b.data.len();
             blocks.push(b);
             if bytes >= BLOCK_BATCH_BYTES {
-                store.put_many(blocks.iter()).map_err(|e| e.to_string())?;
+                store.put_many(blocks.iter()).map_err(|e| describe(&e))?;
                 blocks.clear();
                 bytes = 0;
             }
@@ -514,8 +544,8 @@ impl Inner {
             }
             link
         };
-        store.put_many(blocks.iter()).map_err(|e| e.to_string())?;
-        store.update_pins(&[(root.cid, PinKind::Recursive)], &[]).map_err(|e| e.to_string())?;
+        store.put_many(blocks.iter()).map_err(|e| describe(&e))?;
+        store.update_pins(&[(root.cid, PinKind::Recursive)], &[]).map_err(|e| describe(&e))?;
         tracing::debug!(name = %self.name, root = %root.cid, "streamed import built");
         Ok(Built { root: root.cid, files: files.iter().map(|l| l.map(|l| l.cid)).collect() })
     }
@@ -539,7 +569,7 @@ impl Inner {
             let mut bytes = vec![0; (le - ls) as usize];
             self.read(f, ls, &mut bytes, true)?;
             let (block, link) = self.params.file.leaf(bytes);
-            self.node.repo().store().put_many([&block]).map_err(|e| e.to_string())?;
+            self.node.repo().store().put_many([&block]).map_err(|e| describe(&e))?;
             out.push(link);
         }
         Ok(out)
@@ -567,9 +597,24 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Notes a refusal, for the stall message.
+    fn refused<T>(&self, result: Result<T, String>) -> Result<T, String> {
+        if let Err(e) = &result {
+            let mut state = self.lock();
+            let count = state.refused.as_ref().map_or(0, |r| r.1) + 1;
+            state.refused = Some((e.clone(), count));
+        }
+        result
+    }
+}
+
 impl SeedFiles for Inner {
     fn read_at(&self, file: usize, offset: u64, buf: &mut [u8]) -> Result<(), String> {
-        self.read(file, offset, buf, false)
+        let checking = self.lock().checking;
+        let result = self.read(file, offset, buf, false);
+        // Refusals during the initial check are how it learns what is missing: not worth noting.
+        if checking { result } else { self.refused(result) }
     }
 }
 
@@ -583,14 +628,18 @@ impl PieceSink for Inner {
             return Err(e.clone());
         }
         let mut done = 0usize;
+        // A block that arrives for a piece already verified (a duplicate of a stolen request) is dropped:
+        // kept, it would start a new buffer that shadows the stored piece.
         while done < data.len() {
             let abs = span.start + offset + done as u64;
             let piece = abs / self.piece_length;
             let len = self.piece_len(piece);
             let within = (abs - piece * self.piece_length) as usize;
             let n = (len as usize - within).min(data.len() - done);
-            let buf = state.inflight.entry(piece as u32).or_insert_with(|| vec![0; len as usize]);
-            buf[within..within + n].copy_from_slice(&data[done..done + n]);
+            if !state.fed.get(piece as usize).copied().unwrap_or(true) {
+                let buf = state.inflight.entry(piece as u32).or_insert_with(|| vec![0; len as usize]);
+                buf[within..within + n].copy_from_slice(&data[done..done + n]);
+            }
             done += n;
         }
         Ok(())
@@ -629,6 +678,30 @@ impl PieceSink for Inner {
     fn failure(&self) -> Option<String> {
         self.lock().error.clone()
     }
+
+    fn state(&self) -> String {
+        let state = self.lock();
+        format!(
+            "{} pieces being written, {} verified and queued, {} handed on, {} leaves waiting for another piece{}",
+            state.inflight.len(),
+            state.verified.len(),
+            state.fed.iter().filter(|f| **f).count(),
+            state.partial.len(),
+            state.refused.as_ref().map_or(String::new(), |(e, n)| format!("; {n} reads refused, the last: {e}"))
+        )
+    }
+}
+
+/// An error with its sources, for messages that must name the cause (a full disk, say).
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// A leaf record's value: the CID's bytes, then its tsize and filesize (8 bytes each, big-endian).
@@ -686,7 +759,7 @@ impl Tree {
                 Entry::File(l) => l,
                 Entry::Dir(t) => t.build(params, emit)?,
             };
-            dir.insert(name, link).map_err(|e| e.to_string())?;
+            dir.insert(name, link).map_err(|e| describe(&e))?;
         }
         Ok(dir.finish(&params.dir, emit))
     }
