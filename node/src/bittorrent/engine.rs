@@ -210,7 +210,7 @@ impl Engine for Librqbit {
             let outcome = async {
                 handle.wait_until_initialized().await.map_err(|e| EngineError::Failed(format!("{e:#}")))?;
                 job.sink.initialized();
-                watch(&handle, job.stall_timeout, job.progress, &*job.sink).await
+                watch(&self.session, &handle, job.stall_timeout, job.progress, &*job.sink).await
             }
             .await;
             // Leave the swarm either way; what the sink holds stays for a resumed import.
@@ -276,9 +276,13 @@ impl Engine for Librqbit {
     }
 }
 
+/// How long a download may sit with no live peer and no progress before the engine announces again.
+const KICK_AFTER: Duration = Duration::from_secs(12);
+
 /// Follows a download to its end, reporting progress; fails when nothing arrives for `stall`.
 async fn watch(
-    handle: &librqbit::ManagedTorrent,
+    session: &Arc<Session>,
+    handle: &Arc<librqbit::ManagedTorrent>,
     stall: Duration,
     progress: &(dyn Fn(Progress) + Send + Sync),
     sink: &dyn PieceSink,
@@ -286,6 +290,7 @@ async fn watch(
     let started = Instant::now();
     let mut last_done = 0u64;
     let mut last_change = Instant::now();
+    let mut last_kick = Instant::now();
     let mut completed = std::pin::pin!(handle.wait_until_completed());
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
@@ -307,6 +312,19 @@ async fn watch(
                     (l.snapshot.peer_stats.live as usize, l.download_speed.mbps * 1024.0 * 1024.0)
                 });
                 progress(Progress { done: stats.progress_bytes, total: stats.total_bytes, peers, speed });
+                // librqbit retries a peer that failed after 10 s, then 60 s, and never one that called in: a
+                // swarm of one seeder whose connections broke sits idle for minutes. With no live peer and no
+                // progress for a while, pause and resume the torrent: it announces again and dials afresh.
+                if peers == 0 && last_change.elapsed() >= KICK_AFTER && last_kick.elapsed() >= KICK_AFTER {
+                    tracing::info!(done = stats.progress_bytes, "no live peer and no progress: announcing again");
+                    last_kick = Instant::now();
+                    if session.pause(handle).await.is_ok() {
+                        if let Err(e) = session.unpause(handle).await {
+                            return Err(EngineError::Failed(format!("cannot resume the torrent: {e:#}")));
+                        }
+                        completed.set(handle.wait_until_completed());
+                    }
+                }
                 if stats.progress_bytes != last_done {
                     last_done = stats.progress_bytes;
                     last_change = Instant::now();
