@@ -259,18 +259,37 @@ fn a_seeded_cid_downloads_in_libtorrent_and_aria2() {
     assert!(bt::same_tree(&data, &again.join("published")), "the copy after the restart differs");
 }
 
+/// A one-file v1 torrent (256 KiB pieces, made by libtorrent) of `size` bytes of ChaCha20 content, in
+/// `<work>/<dir>/<name>`, announced through a fresh opentracker that allows it.
+struct OneFile {
+    tracker: Tracker,
+    data: std::path::PathBuf,
+    file: std::path::PathBuf,
+    torrent: std::path::PathBuf,
+    info_hash: String,
+}
+
+impl OneFile {
+    fn make(work: &Path, dir: &str, name: &str, seed: &str, size: u64) -> Self {
+        let tracker = Tracker::start();
+        let data = work.join(dir);
+        fs::create_dir_all(&data).expect("test setup");
+        let file = data.join(name);
+        write_chacha20_file(&file, seed, size).expect("write");
+        let torrent = work.join(format!("{seed}.torrent"));
+        let made = bt::lt_make(&file, &torrent, 256, false, &[tracker.http_url()]);
+        tracker.allow_made(&made);
+        let info_hash = made["info_hash"].as_str().expect("ih").to_string();
+        Self { tracker, data, file, torrent, info_hash }
+    }
+}
+
 #[test]
 fn an_import_cut_short_records_nothing_and_a_second_run_completes() {
     let work = TempDir::new().expect("tmp");
-    let tracker = Tracker::start();
-    let data = work.path().join("full");
-    fs::create_dir_all(&data).expect("test setup");
-    let file = data.join("big.bin");
-    write_chacha20_file(&file, "resume", 8 * 1024 * 1024).expect("write");
-    let torrent = work.path().join("resume.torrent");
-    let made = bt::lt_make(&file, &torrent, 256, false, &[tracker.http_url()]);
-    tracker.allow_made(&made);
-    let ih = made["info_hash"].as_str().expect("ih");
+    let OneFile { tracker: _tracker, data, file, torrent, info_hash } =
+        OneFile::make(work.path(), "full", "big.bin", "resume", 8 * 1024 * 1024);
+    let ih = info_hash.as_str();
 
     // A seeder whose copy has its second half zeroed: it can serve only the first half.
     let half = work.path().join("half");
@@ -308,16 +327,10 @@ fn an_import_cut_short_records_nothing_and_a_second_run_completes() {
 #[test]
 fn a_peer_sending_wrong_pieces_costs_nothing_and_an_honest_seeder_completes_the_import() {
     let work = TempDir::new().expect("tmp");
-    let tracker = Tracker::start();
-    let data = work.path().join("data");
-    fs::create_dir_all(&data).expect("test setup");
-    let file = data.join("payload.bin");
-    write_chacha20_file(&file, "liar", 6 * 1024 * 1024 + 777).expect("write");
-    let torrent = work.path().join("payload.torrent");
-    let made = bt::lt_make(&file, &torrent, 256, false, &[tracker.http_url()]);
-    tracker.allow_made(&made);
-    let ih = made["info_hash"].as_str().expect("ih");
-    let liar = Liar::start(ih, (6 * 1024 * 1024 + 777u64).div_ceil(256 * 1024), &tracker.http_url(), work.path());
+    let size = 6 * 1024 * 1024 + 777u64;
+    let OneFile { tracker, data, file, torrent, info_hash } =
+        OneFile::make(work.path(), "data", "payload.bin", "liar", size);
+    let liar = Liar::start(&info_hash, size.div_ceil(256 * 1024), &tracker.http_url(), work.path());
 
     // The liar is the only peer at first: the import takes its blocks, and every piece fails its hash.
     let repo = TestRepo::init();
@@ -385,14 +398,8 @@ impl Drop for Tmpfs {
 #[test]
 fn a_full_disk_fails_the_import_with_a_clear_error_and_a_run_with_room_completes() {
     let work = TempDir::new().expect("tmp");
-    let tracker = Tracker::start();
-    let data = work.path().join("data");
-    fs::create_dir_all(&data).expect("test setup");
-    let file = data.join("big.bin");
-    write_chacha20_file(&file, "disk-full", 160 * 1024 * 1024).expect("write");
-    let torrent = work.path().join("big.torrent");
-    let made = bt::lt_make(&file, &torrent, 256, false, &[tracker.http_url()]);
-    tracker.allow_made(&made);
+    let OneFile { tracker: _tracker, data, file, torrent, .. } =
+        OneFile::make(work.path(), "data", "big.bin", "disk-full", 160 * 1024 * 1024);
     let _seeder = Seeder::start(&torrent, &data, None);
 
     // The repo lives on a 112 MiB filesystem: the 160 MiB file cannot fit.
