@@ -259,6 +259,14 @@ fn a_seeded_cid_downloads_in_libtorrent_and_aria2() {
     assert!(bt::same_tree(&data, &again.join("published")), "the copy after the restart differs");
 }
 
+/// The bytes an import said it already held (`resuming: N of M bytes ...` on stderr); panics if it did not say.
+fn resumed_bytes(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("resuming: ")?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("the import does not say it resumes from stored leaves: {stderr}"))
+}
+
 /// A one-file v1 torrent (256 KiB pieces, made by libtorrent) of `size` bytes of ChaCha20 content, in
 /// `<work>/<dir>/<name>`, announced through a fresh opentracker that allows it.
 struct OneFile {
@@ -314,10 +322,7 @@ fn an_import_cut_short_records_nothing_and_a_second_run_completes() {
     let out = repo.run(&["bittorrent", "import", torrent.to_str().expect("utf-8 path"), "--timeout", "60"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the resumed import fails: {err}");
-    let held: u64 = err
-        .lines()
-        .find_map(|l| l.strip_prefix("resuming: ")?.split(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("the second run does not say it resumes: {err}"));
+    let held = resumed_bytes(&err);
     assert!(held >= len as u64 / 4 && held < len as u64, "resumed with {held} of {len} bytes held");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), add_cid(&repo, &file));
     assert_eq!(records(&repo).len(), 1);
@@ -430,10 +435,7 @@ fn a_full_disk_fails_the_import_with_a_clear_error_and_a_run_with_room_completes
     let out = btfs(&["bittorrent", "import", torrent.to_str().expect("utf-8 path"), "--timeout", "60"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the import with room fails: {err}");
-    let held: u64 = err
-        .lines()
-        .find_map(|l| l.strip_prefix("resuming: ")?.split(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("the second run does not start from what the first stored: {err}"));
+    let held = resumed_bytes(&err);
     assert!(held >= 64 * 1024 * 1024, "only {held} bytes survived the full disk");
     let reference = TestRepo::init();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), add_cid(&reference, &file));

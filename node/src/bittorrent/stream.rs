@@ -101,6 +101,8 @@ struct State {
     partial_bytes: usize,
     /// Stored leaves, per file (empty for files not stored).
     leaves: Vec<Vec<Option<Link>>>,
+    /// How many leaves of each file are stored (read on every initial-check read, so kept, not counted).
+    held: Vec<usize>,
     /// Pieces handed to the assembler.
     fed: Vec<bool>,
     /// The engine's initial check is running: unknown bytes read as zeros.
@@ -213,6 +215,7 @@ impl StreamImport {
                 verified: HashMap::new(),
                 partial: HashMap::new(),
                 partial_bytes: 0,
+                held: vec![0; info.files.len()],
                 leaves,
                 fed: vec![false; info.pieces.len()],
                 checking: true,
@@ -301,6 +304,7 @@ impl Inner {
                 continue;
             }
             *slot = Some(link);
+            state.held[f] += 1;
             held += link.filesize;
         }
         Ok(held)
@@ -347,7 +351,7 @@ impl Inner {
             }) {
                 let within = (pos - leaf * self.chunk) as usize;
                 out.copy_from_slice(&p.bytes[within..within + n]);
-            } else if zeros || (state.checking && state.leaves.get(f).is_some_and(|l| l.iter().any(Option::is_some))) {
+            } else if zeros || (state.checking && state.held[f] > 0) {
                 // Zeros only where something of the file is held: a file with nothing held fails its check
                 // at once, rather than have every piece of it hashed as zeros.
                 out.fill(0);
@@ -475,7 +479,9 @@ impl Inner {
         store.put_many(made.iter().map(|(_, _, b, _)| b)).map_err(|e| describe(&e))?;
         let mut state = self.lock();
         for (f, k, _, link) in &made {
-            state.leaves[*f][*k as usize] = Some(*link);
+            if state.leaves[*f][*k as usize].replace(*link).is_none() {
+                state.held[*f] += 1;
+            }
             let mut key = self.record_prefix.clone();
             key.extend_from_slice(&(*f as u32).to_be_bytes());
             key.extend_from_slice(&k.to_be_bytes());
