@@ -219,10 +219,10 @@ impl Node {
     pub fn pin_add(&self, cid: &Cid, recursive: bool) -> Result<(), BlockError> {
         // Blocks fetched for the pin are unpinned until it is written: gc waits.
         let _writing = self.writing();
-        if recursive {
-            self.prefetch(cid)?;
-        }
-        blocks::pin_add(self.repo.store(), cid, recursive)?;
+        // A completed recursive fetch has walked the whole DAG (reading every stored block, fetching every
+        // missing one), and gc waits on `_writing`: walking it again would only read it all once more.
+        let complete = recursive && self.prefetch(cid)?;
+        blocks::pin_add(self.repo.store(), cid, recursive, complete)?;
         self.announce(vec![*cid]);
         Ok(())
     }
@@ -254,7 +254,7 @@ impl Node {
     pub fn block_put_pinned(&self, data: Vec<u8>, codec: u64, hash: HashFunction, v0: bool) -> Result<Cid, BlockError> {
         let _writing = self.writing();
         let cid = blocks::block_put(self.repo.store(), data, codec, hash, v0)?;
-        blocks::pin_add(self.repo.store(), &cid, false)?;
+        blocks::pin_add(self.repo.store(), &cid, false, false)?;
         Ok(cid)
     }
 

@@ -89,9 +89,10 @@ pub fn block_rm(store: &BlockStore, cid: &Cid) -> Result<(), BlockError> {
     Ok(())
 }
 
-/// `pin add`: the whole DAG must be present for a recursive pin.
-pub fn pin_add(store: &BlockStore, cid: &Cid, recursive: bool) -> Result<(), BlockError> {
-    if recursive {
+/// `pin add`: the whole DAG must be present for a recursive pin. `complete` says the caller has just seen
+/// all of it stored, so it is not walked again.
+pub fn pin_add(store: &BlockStore, cid: &Cid, recursive: bool, complete: bool) -> Result<(), BlockError> {
+    if recursive && !complete {
         let mut seen = HashSet::new();
         pins::walk(store, cid, &mut seen, OnMissing::Fail, |_, _| Ok(()))?;
     } else if !store.has(cid)? {

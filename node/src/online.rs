@@ -61,13 +61,15 @@ impl Node {
     }
 
     /// Fetches the whole DAG under `cid` from the network, pipelined, when online and anything is missing.
-    pub fn prefetch(&self, cid: &Cid) -> Result<(), StoreError> {
-        let Some(online) = self.online() else { return Ok(()) };
+    /// Returns whether the whole DAG is now known to be stored (the fetch walked all of it); offline that is
+    /// not known.
+    pub fn prefetch(&self, cid: &Cid) -> Result<bool, StoreError> {
+        let Some(online) = self.online() else { return Ok(false) };
         let opts = FetchOptions { recursive: true, stall: FETCH_STALL };
         online
             .runtime
             .block_on(online.network.bitswap.fetch(vec![*cid], opts))
-            .map(|_| ())
+            .map(|_| true)
             .map_err(|e| StoreError::Fetch { cid: *cid, reason: e.to_string() })
     }
 

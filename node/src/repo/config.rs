@@ -226,11 +226,21 @@ pub struct Addresses {
 pub struct Datastore {
     /// kubo's size string, e.g. "10GB".
     pub storage_max: String,
+    /// Write block files with direct I/O (O_DIRECT), past the page cache, where the file system allows it.
+    /// Blocks are written once and mostly read later, if at all; copying them into the page cache cost more
+    /// CPU than anything else in `add` or a fetch on our test machine (docs/performance.md). The price is
+    /// that the first read of new blocks comes from the disk.
+    #[serde(default = "yes")]
+    pub direct_writes: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for Datastore {
     fn default() -> Self {
-        Self { storage_max: "10GB".into() }
+        Self { storage_max: "10GB".into(), direct_writes: true }
     }
 }
 

@@ -70,10 +70,10 @@ impl Repo {
         let key_path = path.join("keys").join("identity");
         let keypair = if key_path.exists() { identity::load(&key_path)? } else { identity::create(&key_path)? };
         let peer = identity::peer_id(&keypair).to_string();
-        let store = BlockStore::open(&path.join("datastore"), true)?;
+        let config = ConfigFile::new(&peer, profile);
+        let store = BlockStore::open(&path.join("datastore"), true, config.typed().datastore.direct_writes)?;
         fs::write(path.join("version"), format!("{REPO_VERSION}\n")).map_err(io_err(path))?;
         // The config is written last: its presence is what marks a finished init.
-        let config = ConfigFile::new(&peer, profile);
         config.save(&path.join("config"))?;
         Ok(Self { path: path.to_path_buf(), config: RwLock::new(config), keypair, store, _lock: lock })
     }
@@ -90,7 +90,7 @@ impl Repo {
         }
         let config = ConfigFile::load(&path.join("config"))?;
         let keypair = identity::load(&path.join("keys").join("identity"))?;
-        let store = BlockStore::open(&path.join("datastore"), false)?;
+        let store = BlockStore::open(&path.join("datastore"), false, config.typed().datastore.direct_writes)?;
         Ok(Self { path: path.to_path_buf(), config: RwLock::new(config), keypair, store, _lock: lock })
     }
 
