@@ -239,11 +239,16 @@ impl BlockStore {
 
     /// Stores blocks in one batch, outside the WAL (see the module doc); identity blocks are skipped.
     pub fn put_many<'a>(&self, blocks: impl IntoIterator<Item = &'a Block>) -> Result<(), StoreError> {
+        self.put_slices(blocks.into_iter().map(|b| (&b.cid, &b.data[..])))
+    }
+
+    /// `put_many` for blocks held as (CID, bytes) pairs in some other container.
+    pub fn put_slices<'a>(&self, blocks: impl IntoIterator<Item = (&'a Cid, &'a [u8])>) -> Result<(), StoreError> {
         let cf = self.cf(CF_BLOCKS)?;
         let mut batch = WriteBatch::default();
-        for block in blocks {
-            if block.cid.hash().code() != IDENTITY {
-                batch.put_cf(cf, block.cid.hash().to_bytes(), &block.data);
+        for (cid, data) in blocks {
+            if cid.hash().code() != IDENTITY {
+                batch.put_cf(cf, cid.hash().to_bytes(), data);
             }
         }
         let mut opts = WriteOptions::default();

@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use btfs_chunker::Cid;
 use btfs_chunker::hash::Multihash;
-use btfs_chunker::{Block, Cid};
 use bytes::Bytes;
 use futures::StreamExt;
 use libp2p::{PeerId, Stream, StreamProtocol};
@@ -218,7 +218,8 @@ struct Engine {
     sessions: HashMap<SessionId, mpsc::UnboundedSender<SessionEvent>>,
     /// Which sessions want which block (by multihash: the store's key).
     interest: HashMap<Multihash, (Cid, Vec<SessionId>)>,
-    store_tx: crossbeam_channel::Sender<Block>,
+    /// Received blocks on their way to the store, shared with the sessions that parse their links (no copy).
+    store_tx: crossbeam_channel::Sender<(Cid, Bytes)>,
     /// Which sessions wait for a received block to reach the store.
     storing: HashMap<Multihash, Vec<SessionId>>,
     shutdown: CancellationToken,
@@ -416,24 +417,28 @@ async fn read_loop(
 }
 
 /// Writes wanted blocks to the store in batches and reports them back.
-fn store_writer(node: Arc<Node>, rx: crossbeam_channel::Receiver<Block>, stored: mpsc::UnboundedSender<Vec<Cid>>) {
+fn store_writer(
+    node: Arc<Node>,
+    rx: crossbeam_channel::Receiver<(Cid, Bytes)>,
+    stored: mpsc::UnboundedSender<Vec<Cid>>,
+) {
     while let Ok(first) = rx.recv() {
-        let mut bytes = first.data.len();
+        let mut bytes = first.1.len();
         let mut batch = vec![first];
         while bytes < 32 * 1024 * 1024 {
             match rx.try_recv() {
                 Ok(next) => {
-                    bytes += next.data.len();
+                    bytes += next.1.len();
                     batch.push(next);
                 }
                 Err(_) => break,
             }
         }
-        if let Err(e) = node.repo().store().put_many(batch.iter()) {
+        if let Err(e) = node.repo().store().put_slices(batch.iter().map(|(cid, data)| (cid, &data[..]))) {
             tracing::error!(error = %e, "storing received blocks failed");
             continue;
         }
-        if stored.send(batch.into_iter().map(|b| b.cid).collect()).is_err() {
+        if stored.send(batch.into_iter().map(|(cid, _)| cid).collect()).is_err() {
             return;
         }
     }
@@ -570,7 +575,7 @@ impl Engine {
                     }
                 }
                 self.storing.entry(*cid.hash()).or_default().extend(sessions);
-                let _ = self.store_tx.send(Block { cid, data: data.into() });
+                let _ = self.store_tx.send((cid, data));
             } else {
                 self.counters.dup_blks_received.fetch_add(1, Ordering::Relaxed);
             }
