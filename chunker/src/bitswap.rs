@@ -219,10 +219,13 @@ impl Message {
                 }
                 continue;
             }
-            let mut b = Vec::with_capacity(data.len() + 16);
-            put_bytes(1, &prefix(cid), &mut b);
-            put_bytes(2, data, &mut b);
-            put_bytes(3, &b, &mut out);
+            // The payload's header is written in place and the data copied once, straight into `out`.
+            let prefix = prefix(cid);
+            let payload_len = bytes_field_len(1, prefix.len()) + bytes_field_len(2, data.len());
+            varint::encode((3 << 3) | 2, &mut out);
+            varint::encode(payload_len as u64, &mut out);
+            put_bytes(1, &prefix, &mut out);
+            put_bytes(2, data, &mut out);
         }
         if version == Version::V120 {
             for (cid, presence) in &self.presences {
@@ -344,6 +347,11 @@ fn put_varint(field: u64, value: u64, out: &mut Vec<u8>) {
     varint::encode(value, out);
 }
 
+/// The encoded size of a length-delimited field holding `len` bytes.
+fn bytes_field_len(field: u64, len: usize) -> usize {
+    varint::encoded_len((field << 3) | 2) + varint::encoded_len(len as u64) + len
+}
+
 fn put_bytes(field: u64, bytes: &[u8], out: &mut Vec<u8>) {
     varint::encode((field << 3) | 2, out);
     varint::encode(bytes.len() as u64, out);
@@ -377,6 +385,25 @@ mod tests {
             pending_bytes: 7,
         };
         assert_eq!(Message::decode(&msg.encode(Version::V120)).expect("decode"), msg);
+    }
+
+    #[test]
+    fn large_blocks_are_framed_as_protobuf_nests_them() {
+        // Lengths from one to three varint bytes. The expected bytes are built the plain way: the payload
+        // message encoded on its own, then wrapped as field 3.
+        for len in [5usize, 200, 300 * 1024] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let cid = raw(&data);
+            let msg = Message { blocks: vec![(cid, data.clone())], ..Default::default() };
+            let mut payload = Vec::new();
+            put_bytes(1, &prefix(&cid), &mut payload);
+            put_bytes(2, &data, &mut payload);
+            let mut expected = Vec::new();
+            put_bytes(3, &payload, &mut expected);
+            let encoded = msg.encode(Version::V120);
+            assert_eq!(encoded, expected, "block of {len} bytes");
+            assert_eq!(Message::decode(&encoded).expect("decode"), msg);
+        }
     }
 
     #[test]

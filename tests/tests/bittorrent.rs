@@ -105,21 +105,33 @@ fn hybrid_magnet_over_tracker_imports_through_the_daemon_and_reseeds_under_its_i
     let ih = made["info_hash"].as_str().expect("ih").to_string();
     let magnet = format!("magnet:?xt=urn:btih:{ih}&dn=movie.bin&tr={}", tracker.http_url());
 
+    // `--seed` without a daemon is refused before anything is fetched.
+    let offline = TestRepo::init();
+    let refused = offline.run(&["bittorrent", "import", &magnet, "--seed", "-q"]);
+    let refusal = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(refusal.contains("--seed needs a running daemon"), "{refusal}");
+    assert!(records(&offline).is_empty());
+
     // Two imports of the same magnet at once through the daemon: the second waits for the first and is
-    // answered from its record.
+    // answered from its record. The first also asks the daemon to seed what it imported.
     let daemon = Daemon::start(&[]);
-    let import = || {
+    let import = |seed: bool| {
+        let mut args = vec!["bittorrent", "import", &magnet, "--timeout", "60", "-q"];
+        if seed {
+            args.push("--seed");
+        }
         daemon
             .repo
             .command()
-            .args(["bittorrent", "import", &magnet, "--timeout", "60", "-q"])
+            .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("start an import")
     };
-    let (first, second) = (import(), import());
-    let roots: Vec<String> = [first, second]
+    let (first, second) = (import(true), import(false));
+    let outputs: Vec<String> = [first, second]
         .into_iter()
         .map(|child| {
             let out = child.wait_with_output().expect("the import runs");
@@ -127,8 +139,12 @@ fn hybrid_magnet_over_tracker_imports_through_the_daemon_and_reseeds_under_its_i
             String::from_utf8_lossy(&out.stdout).to_string()
         })
         .collect();
-    assert_eq!(roots[0], roots[1], "both imports give the same root");
-    let root = roots[0].clone();
+    let lines: Vec<&str> = outputs[0].lines().collect();
+    assert_eq!(lines.len(), 2, "the seeding import prints its root, then its magnet: {outputs:?}");
+    let (root, seeded_magnet) = (format!("{}\n", lines[0]), lines[1].to_string());
+    assert_eq!(outputs[1], root, "both imports give the same root");
+    assert!(seeded_magnet.contains(&format!("urn:btih:{ih}")), "{seeded_magnet}");
+    assert_eq!(records(&daemon.repo)[0]["seeding"], true, "the record says it is seeding");
     assert_eq!(root.trim(), add_cid(&daemon.repo, &file));
     assert_eq!(records(&daemon.repo).len(), 1, "one record for the torrent");
     let bytes = daemon.repo.run(&["cat", root.trim()]).stdout;
@@ -136,10 +152,11 @@ fn hybrid_magnet_over_tracker_imports_through_the_daemon_and_reseeds_under_its_i
     let recs = records(&daemon.repo);
     assert_eq!(recs[0]["info_hash_v2"], made["info_hash_v2"], "the hybrid's v2 hash is recorded");
 
-    // Seeding the imported root reuses the stored info dict: same infohash, served from the block store.
+    // The import's seed reuses the stored info dict: same infohash, served from the block store. Seeding the
+    // root again is answered with the same magnet.
     seeder.process.kill();
     let magnet_out = daemon.run_ok(&["bittorrent", "seed", root.trim()]);
-    assert!(magnet_out.contains(&format!("urn:btih:{ih}")), "{magnet_out}");
+    assert_eq!(magnet_out.trim(), seeded_magnet);
     let peer = magnet_out.split("x.pe=").nth(1).expect("the magnet names this node").trim().to_string();
     let dl = work.path().join("dl");
     let report = bt::lt_download(

@@ -34,6 +34,9 @@ pub enum BitTorrentCommand {
         /// No progress bar.
         #[arg(short = 'q', long)]
         quiet: bool,
+        /// Seed the torrent once it is imported (needs the daemon); prints its magnet after the root CID.
+        #[arg(long)]
+        seed: bool,
     },
     /// Seed a UnixFS file or directory (an imported torrent keeps its infohash); prints the magnet link.
     Seed {
@@ -55,12 +58,18 @@ pub enum BitTorrentCommand {
 
 pub(crate) fn run(repo: &Path, cmd: BitTorrentCommand, out: &mut dyn Write, json: bool) -> Result<()> {
     match cmd {
-        BitTorrentCommand::Import { source, only, timeout, dht_bootstrap, quiet } => {
+        BitTorrentCommand::Import { source, only, timeout, dht_bootstrap, quiet, seed } => {
             let stall = timeout.map_or(bittorrent::DEFAULT_STALL, Duration::from_secs);
             let dht = (!dht_bootstrap.is_empty()).then_some(dht_bootstrap);
             let bar = Bar::new(quiet);
-            let record = match Client::discover(repo)? {
-                Some(client) => import_remote(&client, &source, only, timeout, dht, quiet, &bar)?,
+            let client = Client::discover(repo)?;
+            if seed && client.is_none() {
+                bail!("--seed needs a running daemon: seeds are served by `btfs daemon`");
+            }
+            let (record, magnet) = match client {
+                Some(client) => {
+                    import_remote(&client, &source, RemoteImport { only, timeout, dht, quiet, seed }, &bar)?
+                }
                 None => {
                     let node = Arc::new(Node::open(repo)?);
                     let req = ImportRequest { source, torrent: None, only, stall_timeout: stall, dht_bootstrap: dht };
@@ -68,14 +77,21 @@ pub(crate) fn run(repo: &Path, cmd: BitTorrentCommand, out: &mut dyn Write, json
                     let torrents = Torrents::offline(node);
                     let events = |e: ImportEvent| bar.event(&e);
                     let imported = runtime.block_on(torrents.import(req, &events))?;
-                    serde_json::to_value(&imported.record)?
+                    (serde_json::to_value(&imported.record)?, None)
                 }
             };
             bar.finish();
             if json {
+                let mut record = record;
+                if let Some(m) = &magnet {
+                    record["magnet"] = Value::from(m.as_str());
+                }
                 writeln!(out, "{record}")?;
             } else {
                 writeln!(out, "{}", record["root"].as_str().unwrap_or_default())?;
+                if let Some(m) = magnet {
+                    writeln!(out, "{m}")?;
+                }
             }
         }
         BitTorrentCommand::Seed { cid, tracker, name } => {
@@ -143,16 +159,19 @@ pub(crate) fn run(repo: &Path, cmd: BitTorrentCommand, out: &mut dyn Write, json
     Ok(())
 }
 
-/// An import through the daemon: a local .torrent file is uploaded, anything else passed as the argument.
-fn import_remote(
-    client: &Client,
-    source: &str,
+/// The options of an import through the daemon.
+struct RemoteImport {
     only: Option<Vec<usize>>,
     timeout: Option<u64>,
     dht: Option<Vec<String>>,
     quiet: bool,
-    bar: &Bar,
-) -> Result<Value> {
+    seed: bool,
+}
+
+/// An import through the daemon: a local .torrent file is uploaded, anything else passed as the argument.
+/// Returns the record, and the magnet when the daemon was asked to seed.
+fn import_remote(client: &Client, source: &str, opts: RemoteImport, bar: &Bar) -> Result<(Value, Option<String>)> {
+    let RemoteImport { only, timeout, dht, quiet, seed } = opts;
     let mut query: Vec<(&str, String)> = Vec::new();
     if let Some(o) = only {
         query.push(("only", o.iter().map(usize::to_string).collect::<Vec<_>>().join(",")));
@@ -166,10 +185,15 @@ fn import_remote(
     if quiet {
         query.push(("quiet", "true".into()));
     }
+    if seed {
+        query.push(("seed", "true".into()));
+    }
     let mut record = Value::Null;
+    let mut magnet = None;
     let mut each = |v: Value| {
         if v["Event"] == "Imported" {
             record = v["Record"].clone();
+            magnet = v["Magnet"].as_str().map(str::to_string);
         } else if let Ok(e) = serde_json::from_value::<ImportEvent>(v) {
             bar.event(&e);
         }
@@ -190,7 +214,7 @@ fn import_remote(
     if record.is_null() {
         bail!("the daemon ended the import without a result");
     }
-    Ok(record)
+    Ok((record, magnet))
 }
 
 /// The import's progress on stderr (hidden with `-q` or when stderr is not a terminal).

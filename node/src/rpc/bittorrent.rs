@@ -64,8 +64,13 @@ async fn import(State(ctx): State<RpcContext>, req: Request) -> Result<Response,
     let stall = q.u64(&["timeout"])?.map_or(bittorrent::DEFAULT_STALL, Duration::from_secs);
     let dht_bootstrap = q.string(&["dht-bootstrap"])?.map(|s| s.split(',').map(str::to_string).collect());
     let quiet = q.bool(&["quiet", "q"], false)?;
-    let (mut parts, pump) = if arg.is_none() { Some(upload::start(req, "file").await?) } else { None }.unzip();
+    let seed = q.bool(&["seed"], false)?;
     let torrents = torrents(&ctx);
+    // Refused before anything is downloaded: seeding needs the daemon's swarm (not up with `--offline`).
+    if seed && torrents.listen_addr().is_none() {
+        return Err(ApiError::bad_request("--seed: this daemon runs no BitTorrent session (is it --offline?)"));
+    }
+    let (mut parts, pump) = if arg.is_none() { Some(upload::start(req, "file").await?) } else { None }.unzip();
     let runtime = tokio::runtime::Handle::current();
     let mut output = Output::channel();
     if let Some(pump) = pump {
@@ -84,11 +89,12 @@ async fn import(State(ctx): State<RpcContext>, req: Request) -> Result<Response,
         };
         let request = ImportRequest { source, torrent, only, stall_timeout: stall, dht_bootstrap };
         let (tx, rx) = std::sync::mpsc::channel::<ImportEvent>();
+        let importer = torrents.clone();
         let job = runtime.spawn(async move {
             let send = move |e: ImportEvent| {
                 let _ = tx.send(e);
             };
-            torrents.import(request, &send).await
+            importer.import(request, &send).await
         });
         // Progress lines until the import ends (the sender is dropped with the job's future).
         for event in rx {
@@ -97,7 +103,15 @@ async fn import(State(ctx): State<RpcContext>, req: Request) -> Result<Response,
             }
         }
         let imported = runtime.block_on(job).map_err(|_| ApiError::Internal)?.map_err(api)?;
-        out.json(&json!({ "Event": "Imported", "Already": imported.already, "Record": imported.record }))?;
+        let mut answer = json!({ "Event": "Imported", "Already": imported.already, "Record": imported.record });
+        if seed {
+            let root = &imported.record.root;
+            let seeding = runtime.block_on(torrents.seed(root, None, Vec::new())).map_err(|e| {
+                ApiError::failed(format!("the torrent was imported as {root}, but seeding it failed: {e}"))
+            })?;
+            answer["Magnet"] = json!(seeding.magnet);
+        }
+        out.json(&answer)?;
         Ok(())
     })
     .await)
