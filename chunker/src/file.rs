@@ -45,14 +45,29 @@ pub struct FileParams {
 impl FileParams {
     /// Encodes one chunk as a leaf block.
     pub fn leaf(&self, chunk: Vec<u8>) -> (Block, Link) {
+        match self.leaf {
+            LeafKind::Raw => Self::link(self.cids.block(RAW, chunk), None),
+            LeafKind::File | LeafKind::UnixfsRaw => self.leaf_from_slice(&chunk),
+        }
+    }
+
+    /// `leaf` for a chunk borrowed from a larger buffer: copied once, into the block (a dag-pb leaf is encoded
+    /// straight from it).
+    pub fn leaf_from_slice(&self, chunk: &[u8]) -> (Block, Link) {
         let filesize = chunk.len() as u64;
         let block = match self.leaf {
-            LeafKind::Raw => self.cids.block(RAW, chunk),
+            LeafKind::Raw => self.cids.block(RAW, chunk.to_vec()),
             LeafKind::File | LeafKind::UnixfsRaw => {
                 let kind = if self.leaf == LeafKind::File { DataType::File } else { DataType::Raw };
-                self.cids.block(dagpb::CODEC, encode_leaf_node(kind, &chunk))
+                self.cids.block(dagpb::CODEC, encode_leaf_node(kind, chunk))
             }
         };
+        Self::link(block, Some(filesize))
+    }
+
+    /// A leaf block with its link; `filesize` is the block's own length for raw leaves.
+    fn link(block: Block, filesize: Option<u64>) -> (Block, Link) {
+        let filesize = filesize.unwrap_or(block.data.len() as u64);
         let link = Link { cid: block.cid, tsize: block.data.len() as u64, filesize };
         (block, link)
     }

@@ -427,7 +427,9 @@ impl Inner {
     /// Cuts a verified piece into leaves; stores the complete ones.
     fn absorb(&self, piece: u32, data: &[u8], pending: &mut Unsynced) -> Result<(), String> {
         let (ps, pe) = (u64::from(piece) * self.piece_length, u64::from(piece) * self.piece_length + data.len() as u64);
-        let mut complete: Vec<(usize, u64, Vec<u8>)> = Vec::new();
+        // Leaves are encoded and hashed as they are found: a whole one straight from the piece, a partial one
+        // from its buffer once it is complete.
+        let mut made: Vec<(usize, u64, Block, Link)> = Vec::new();
         let mut finished_partials = Vec::new();
         // The first file that ends after the piece starts.
         let first = self.spans.partition_point(|s| s.start + s.length <= ps);
@@ -444,7 +446,8 @@ impl Inner {
                 let (s, e) = (ls.max(x), le.min(y));
                 let bytes = &data[(span.start + s - ps) as usize..(span.start + e - ps) as usize];
                 if (s, e) == (ls, le) {
-                    complete.push((f, k, bytes.to_vec()));
+                    let (block, link) = self.params.file.leaf_from_slice(bytes);
+                    made.push((f, k, block, link));
                     continue;
                 }
                 let mut state = self.lock();
@@ -458,7 +461,8 @@ impl Inner {
                 p.bytes[(s - ls) as usize..(e - ls) as usize].copy_from_slice(bytes);
                 p.filled.push((s - ls, e - ls));
                 if p.filled_len() == le - ls {
-                    complete.push((f, k, p.bytes.clone()));
+                    let (block, link) = self.params.file.leaf_from_slice(&p.bytes);
+                    made.push((f, k, block, link));
                     finished_partials.push((f, k));
                 } else if state.partial_bytes > MAX_PARTIAL_BYTES {
                     return Err(format!(
@@ -468,13 +472,6 @@ impl Inner {
                 }
             }
         }
-        let made: Vec<(usize, u64, Block, Link)> = complete
-            .into_iter()
-            .map(|(f, k, bytes)| {
-                let (block, link) = self.params.file.leaf(bytes);
-                (f, k, block, link)
-            })
-            .collect();
         let store = self.node.repo().store();
         store.put_many(made.iter().map(|(_, _, b, _)| b)).map_err(|e| describe(&e))?;
         let mut state = self.lock();
