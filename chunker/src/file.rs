@@ -46,7 +46,7 @@ impl FileParams {
     /// Encodes one chunk as a leaf block.
     pub fn leaf(&self, chunk: Vec<u8>) -> (Block, Link) {
         match self.leaf {
-            LeafKind::Raw => Self::link(self.cids.block(RAW, chunk), None),
+            LeafKind::Raw => Self::link(chunk.len() as u64, self.cids.block(RAW, chunk)),
             LeafKind::File | LeafKind::UnixfsRaw => self.leaf_from_slice(&chunk),
         }
     }
@@ -62,12 +62,11 @@ impl FileParams {
                 self.cids.block(dagpb::CODEC, encode_leaf_node(kind, chunk))
             }
         };
-        Self::link(block, Some(filesize))
+        Self::link(filesize, block)
     }
 
-    /// A leaf block with its link; `filesize` is the block's own length for raw leaves.
-    fn link(block: Block, filesize: Option<u64>) -> (Block, Link) {
-        let filesize = filesize.unwrap_or(block.data.len() as u64);
+    /// A leaf block holding `filesize` bytes of the file, with its link.
+    fn link(filesize: u64, block: Block) -> (Block, Link) {
         let link = Link { cid: block.cid, tsize: block.data.len() as u64, filesize };
         (block, link)
     }

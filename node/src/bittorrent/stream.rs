@@ -428,7 +428,7 @@ impl Inner {
     fn absorb(&self, piece: u32, data: &[u8], pending: &mut Unsynced) -> Result<(), String> {
         let (ps, pe) = (u64::from(piece) * self.piece_length, u64::from(piece) * self.piece_length + data.len() as u64);
         // Leaves are encoded and hashed as they are found: a whole one straight from the piece, a partial one
-        // from its buffer once it is complete.
+        // from a copy of its buffer once it is complete.
         let mut made: Vec<(usize, u64, Block, Link)> = Vec::new();
         let mut finished_partials = Vec::new();
         // The first file that ends after the piece starts.
@@ -450,25 +450,36 @@ impl Inner {
                     made.push((f, k, block, link));
                     continue;
                 }
-                let mut state = self.lock();
-                let state = &mut *state;
-                let p =
-                    state.partial.entry((f, k)).or_insert_with(|| Partial { bytes: Vec::new(), filled: Vec::new() });
-                if p.bytes.is_empty() {
-                    p.bytes = vec![0; (le - ls) as usize];
-                    state.partial_bytes += p.bytes.len();
-                }
-                p.bytes[(s - ls) as usize..(e - ls) as usize].copy_from_slice(bytes);
-                p.filled.push((s - ls, e - ls));
-                if p.filled_len() == le - ls {
-                    let (block, link) = self.params.file.leaf_from_slice(&p.bytes);
+                // A partial leaf that this piece completes is copied out and hashed once the lock is released
+                // (librqbit's reads wait on it); it stays in the table, serving reads, until it is stored.
+                let completed = {
+                    let mut state = self.lock();
+                    let state = &mut *state;
+                    let p = state
+                        .partial
+                        .entry((f, k))
+                        .or_insert_with(|| Partial { bytes: Vec::new(), filled: Vec::new() });
+                    if p.bytes.is_empty() {
+                        p.bytes = vec![0; (le - ls) as usize];
+                        state.partial_bytes += p.bytes.len();
+                    }
+                    p.bytes[(s - ls) as usize..(e - ls) as usize].copy_from_slice(bytes);
+                    p.filled.push((s - ls, e - ls));
+                    if p.filled_len() == le - ls {
+                        Some(p.bytes.clone())
+                    } else if state.partial_bytes > MAX_PARTIAL_BYTES {
+                        return Err(format!(
+                            "more than {} MiB of leaves wait for pieces that have not arrived (pieces far out of order)",
+                            MAX_PARTIAL_BYTES >> 20
+                        ));
+                    } else {
+                        None
+                    }
+                };
+                if let Some(leaf) = completed {
+                    let (block, link) = self.params.file.leaf(leaf);
                     made.push((f, k, block, link));
                     finished_partials.push((f, k));
-                } else if state.partial_bytes > MAX_PARTIAL_BYTES {
-                    return Err(format!(
-                        "more than {} MiB of leaves wait for pieces that have not arrived (pieces far out of order)",
-                        MAX_PARTIAL_BYTES >> 20
-                    ));
                 }
             }
         }

@@ -222,7 +222,7 @@ pub struct Addresses {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", default)]
 pub struct Datastore {
     /// kubo's size string, e.g. "10GB".
     pub storage_max: String,
@@ -230,12 +230,7 @@ pub struct Datastore {
     /// Blocks are written once and mostly read later, if at all; copying them into the page cache cost more
     /// CPU than anything else in `add` or a fetch on our test machine (docs/performance.md). The price is
     /// that the first read of new blocks comes from the disk.
-    #[serde(default = "yes")]
     pub direct_writes: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl Default for Datastore {
