@@ -126,6 +126,8 @@ async fn serve(
     files: RuntimeFiles<'_>,
     api_routes: impl FnOnce(Arc<Node>, CancellationToken) -> Router,
 ) -> Result<(), DaemonError> {
+    // Caught from here on: a signal during start-up stops the daemon as soon as it is serving.
+    StopSignals::install()?.cancel_on_signal(shutdown.clone(), true);
     let config = node.repo().config().typed().clone();
     println!("Initializing daemon...");
     println!("btfs version: {}", env!("CARGO_PKG_VERSION"));
@@ -200,12 +202,6 @@ async fn serve(
         tokio::spawn(crate::gateway::serve(node.clone(), gateway_listener, limits, metrics.clone(), shutdown.clone()));
     println!("Daemon is ready");
 
-    let signals = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        println!("Received interrupt signal, shutting down...");
-        signals.cancel();
-    });
     // kubo serves the gateway's Prometheus metrics on the API port, at this path.
     let router = Router::new()
         .route("/debug/metrics/prometheus", axum::routing::get(move || async move { metrics.render() }))
@@ -224,20 +220,51 @@ async fn serve(
     }
 }
 
-pub(crate) async fn wait_for_signal() {
+/// SIGINT and SIGTERM, registered when this is made. Until a handler is registered a SIGTERM takes its default
+/// action and kills the process, so the daemon installs this before it tells anyone it is ready: a test or a
+/// service manager may stop it the moment it says so.
+pub(crate) struct StopSignals {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Registers the handlers; must run inside the Tokio runtime.
+    pub(crate) fn install() -> Result<Self, DaemonError> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt()).map_err(DaemonError::Runtime)?,
+                terminate: signal(SignalKind::terminate()).map_err(DaemonError::Runtime)?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Cancels `shutdown` when either signal arrives, from a task of its own.
+    pub(crate) fn cancel_on_signal(self, shutdown: CancellationToken, announce: bool) {
+        tokio::spawn(async move {
+            self.recv().await;
+            if announce {
+                println!("Received interrupt signal, shutting down...");
+            }
+            shutdown.cancel();
+        });
+    }
+
+    async fn recv(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

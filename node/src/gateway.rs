@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Node;
-use crate::daemon::{DaemonError, multiaddr_to_socket, socket_to_multiaddr, wait_for_signal};
+use crate::daemon::{DaemonError, StopSignals, multiaddr_to_socket, socket_to_multiaddr};
 use crate::net::bitswap::session::{FetchError, FetchOptions};
 
 /// Blocks the gateway hands out: small hot ones from memory, other local ones from RocksDB (read off the
@@ -212,6 +212,8 @@ pub fn run_standalone(path: &Path, listen: Option<&str>) -> Result<(), DaemonErr
         .map_err(DaemonError::Runtime)?;
     let file = path.join("gateway");
     let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        StopSignals::install()?.cancel_on_signal(shutdown.clone(), false);
         let (listener, bound) =
             bind(addr).await.map_err(|source| DaemonError::Bind { addr: addr.to_string(), source })?;
         let url = format!("http://{bound}");
@@ -223,12 +225,6 @@ pub fn run_standalone(path: &Path, listen: Option<&str>) -> Result<(), DaemonErr
         let _ = writeln!(out, "Serving {} read-only at {url}", node.repo().path().display());
         let _ = out.flush();
         drop(out);
-        let shutdown = CancellationToken::new();
-        let signals = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            signals.cancel();
-        });
         let metrics = Arc::new(Metrics::new());
         serve(node.clone(), listener, limits, metrics, shutdown)
             .await

@@ -164,7 +164,29 @@ async fn hostile_bitswap_peers_are_refused_and_honest_ones_still_served() {
 
     let (mut swarm, control) = hostile_peer().await;
     swarm.dial(a.addr.clone()).expect("dial");
-    tokio::spawn(async move { while swarm.next().await.is_some() {} });
+    // Wait for the connection, then keep the swarm running and note why any connection to A closes, so a write
+    // that fails says whether A hung up (and why) or the connection broke.
+    let closed = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    loop {
+        match swarm.next().await.expect("swarm runs") {
+            libp2p::swarm::SwarmEvent::ConnectionEstablished { .. } => break,
+            libp2p::swarm::SwarmEvent::OutgoingConnectionError { error, .. } => panic!("dial A: {error}"),
+            _ => {}
+        }
+    }
+    tokio::spawn({
+        let closed = closed.clone();
+        async move {
+            while let Some(event) = swarm.next().await {
+                if let libp2p::swarm::SwarmEvent::ConnectionClosed { cause, num_established, .. } = event {
+                    closed.lock().expect("not poisoned").push(format!("{cause:?} ({num_established} left)"));
+                }
+            }
+        }
+    });
+    let why = |e: std::io::Error| -> ! {
+        panic!("write to A: {e}; connections closed so far: {:?}", closed.lock().expect("not poisoned"));
+    };
     let a_id = a.net.peer_id;
     let bitswap = libp2p::StreamProtocol::new("/ipfs/bitswap/1.2.0");
     let open = || {
@@ -175,10 +197,10 @@ async fn hostile_bitswap_peers_are_refused_and_honest_ones_still_served() {
 
     // 1. A length prefix far over the 4 MiB cap: refused before anything is allocated.
     let mut s = open().await;
-    s.write_all(&[0xff, 0xff, 0xff, 0xff, 0x0f]).await.expect("write");
+    s.write_all(&[0xff, 0xff, 0xff, 0xff, 0x0f]).await.unwrap_or_else(|e| why(e));
     // 2. A body that is not a Bitswap message.
     let mut s2 = open().await;
-    s2.write_all(&[5, 0x0a, 0x05, 0x0a, 0xff, 0xff]).await.expect("write");
+    s2.write_all(&[5, 0x0a, 0x05, 0x0a, 0xff, 0xff]).await.unwrap_or_else(|e| why(e));
     // 3. An unsolicited block that claims a CID it does not hash to: it matches nothing and is not stored.
     let fake =
         btfs_chunker::bitswap::Message { blocks: vec![(cid, b"not the real bytes".to_vec())], ..Default::default() }
@@ -187,7 +209,7 @@ async fn hostile_bitswap_peers_are_refused_and_honest_ones_still_served() {
     let mut framed = Vec::new();
     btfs_chunker::varint::encode(fake.len() as u64, &mut framed);
     framed.extend_from_slice(&fake);
-    s3.write_all(&framed).await.expect("write");
+    s3.write_all(&framed).await.unwrap_or_else(|e| why(e));
     // 4. A stream opened and never written to or read from, and a flood of wants for blocks A lacks.
     let _idle = open().await;
     let flood = btfs_chunker::bitswap::Message {
@@ -209,7 +231,7 @@ async fn hostile_bitswap_peers_are_refused_and_honest_ones_still_served() {
     btfs_chunker::varint::encode(flood.len() as u64, &mut framed);
     framed.extend_from_slice(&flood);
     for _ in 0..5 {
-        s4.write_all(&framed).await.expect("write");
+        s4.write_all(&framed).await.unwrap_or_else(|e| why(e));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
