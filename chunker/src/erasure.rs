@@ -10,8 +10,9 @@
 //!   with 174 links ([`SHARD_FILE`]): exactly `btfs add --cid-version=1 --hash=blake3 --chunker=size-<piece>` of the
 //!   shard's bytes, so a shard rebuilt from any `k` others gets its original CID back.
 //!
-//! Memory: [`ShardEncoder`] holds one stripe (`(k + m) * piece_size` bytes) and the open right edge of each
-//! shard's tree (at most 174 links per level, a few levels), whatever the file size; the pieces of a finished
+//! Memory: [`ShardEncoder`] holds one stripe (`(k + m) * piece_size` bytes; on `t` threads, up to `t + 2`) and
+//! the open right edge of each shard's tree (at most 174 links per level, a few levels), whatever the file
+//! size; the pieces of a finished
 //! stripe leave as blocks through `emit`. [`ShardDecoder`] holds nothing but the codec: the caller hands it
 //! one stripe's pieces at a time.
 
@@ -230,49 +231,87 @@ pub struct ShardEncoder {
     files: Vec<ShardFileBuilder>,
     file_size: u64,
     stripes: u64,
-    threads: NonZeroUsize,
-    /// With two or more threads: the leaf hasher running one stripe behind the parity.
-    hasher: Option<LeafHasher>,
+    /// With two or more threads: the workers that encode and hash whole stripes.
+    workers: Option<StripeWorkers>,
 }
 
-/// A thread that turns a stripe's pieces into leaf blocks (hashing them) while the caller's thread computes the
-/// next stripe's parity: a two-stage pipeline, at most [`LeafHasher::AHEAD`] stripes in flight.
+/// A stripe's `k` data pieces and its sequence number, on its way to a worker.
+type StripeJob = (u64, Vec<Vec<u8>>);
+/// What a worker makes of a stripe: its `k + m` leaves in shard order, or why the codec refused it.
+type StripeDone = (u64, Result<Vec<(Block, Link)>, ErasureError>);
+
+/// Threads that each take a whole stripe, compute its parity and hash its `k + m` pieces into leaf blocks.
+/// Every stripe is the same work, so the threads stay evenly loaded with no step between them that only one
+/// can do; the caller's thread only copies the input into pieces and hands out the finished leaves, in stripe
+/// order, from a small reorder buffer. At most `threads + 1` stripes are in flight.
 #[derive(Debug)]
-struct LeafHasher {
-    pieces: std::sync::mpsc::SyncSender<Vec<Vec<u8>>>,
-    leaves: std::sync::mpsc::Receiver<Vec<(Block, Link)>>,
+struct StripeWorkers {
+    jobs: Option<std::sync::mpsc::SyncSender<StripeJob>>,
+    done: std::sync::mpsc::Receiver<StripeDone>,
+    /// Finished stripes that arrived before an earlier one, by sequence number.
+    early: std::collections::BTreeMap<u64, Vec<(Block, Link)>>,
+    /// Stripes sent and not yet handed out.
     in_flight: usize,
+    /// The next stripe to hand out.
+    next: u64,
+    limit: usize,
 }
 
-impl LeafHasher {
-    /// Stripes handed to the hasher and not yet taken back; memory is this many stripes more than one.
-    const AHEAD: usize = 1;
-
-    fn start() -> Self {
-        let (pieces, work) = std::sync::mpsc::sync_channel::<Vec<Vec<u8>>>(Self::AHEAD);
-        let (done, leaves) = std::sync::mpsc::sync_channel(Self::AHEAD + 1);
-        // The thread ends when the encoder (and so `pieces`) is dropped.
-        std::thread::spawn(move || {
-            for stripe in work {
-                let hashed: Vec<(Block, Link)> = stripe.into_iter().map(|p| SHARD_FILE.leaf(p)).collect();
-                if done.send(hashed).is_err() {
-                    break;
+impl StripeWorkers {
+    fn start(threads: usize, params: ErasureParams, codec: &ReedSolomon) -> Self {
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<StripeJob>(1);
+        let (finished, done) = std::sync::mpsc::channel::<StripeDone>();
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
+        for _ in 0..threads {
+            let (queue, finished, codec) = (queue.clone(), finished.clone(), codec.clone());
+            // A worker ends when the encoder drops its end of the job queue.
+            std::thread::spawn(move || {
+                loop {
+                    let job = match queue.lock() {
+                        Ok(q) => q.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((seq, data)) = job else { return };
+                    let mut parity: Vec<Vec<u8>> =
+                        (0..params.parity_shards).map(|_| vec![0u8; params.piece_size]).collect();
+                    let leaves = codec
+                        .encode_sep(&data, &mut parity)
+                        .map(|()| data.into_iter().chain(parity).map(|p| SHARD_FILE.leaf(p)).collect())
+                        .map_err(ErasureError::from);
+                    if finished.send((seq, leaves)).is_err() {
+                        return;
+                    }
                 }
-            }
-        });
-        Self { pieces, leaves, in_flight: 0 }
+            });
+        }
+        Self {
+            jobs: Some(jobs),
+            done,
+            early: std::collections::BTreeMap::new(),
+            in_flight: 0,
+            next: 0,
+            limit: threads + 1,
+        }
     }
 
-    fn send(&mut self, stripe: Vec<Vec<u8>>) -> Result<(), ErasureError> {
-        self.pieces.send(stripe).map_err(|_| ErasureError::BugThread)?;
+    fn send(&mut self, seq: u64, data: Vec<Vec<u8>>) -> Result<(), ErasureError> {
+        let jobs = self.jobs.as_ref().ok_or(ErasureError::BugThread)?;
+        jobs.send((seq, data)).map_err(|_| ErasureError::BugThread)?;
         self.in_flight += 1;
         Ok(())
     }
 
+    /// The next stripe's leaves in order, waiting for it.
     fn take(&mut self) -> Result<Vec<(Block, Link)>, ErasureError> {
-        let leaves = self.leaves.recv().map_err(|_| ErasureError::BugThread)?;
-        self.in_flight -= 1;
-        Ok(leaves)
+        loop {
+            if let Some(leaves) = self.early.remove(&self.next) {
+                self.next += 1;
+                self.in_flight -= 1;
+                return Ok(leaves);
+            }
+            let (seq, leaves) = self.done.recv().map_err(|_| ErasureError::BugThread)?;
+            self.early.insert(seq, leaves?);
+        }
     }
 }
 
@@ -290,19 +329,21 @@ impl ShardEncoder {
             files: (0..params.total_shards()).map(|_| ShardFileBuilder::new(piece)).collect(),
             file_size: 0,
             stripes: 0,
-            threads: NonZeroUsize::MIN,
-            hasher: None,
+            workers: None,
         })
     }
 
-    /// Encodes on `threads` threads (default 1: no thread is started). With two or more, a hasher thread turns
-    /// stripe N's pieces into leaf blocks while the caller's thread computes stripe N+1's parity (on
-    /// `threads - 1` column ranges): the two halves of the work, parity and leaf hashing (the shard hash of
-    /// `(k + m) / k` times the input), cost about the same. The blocks still reach `emit` in the same order, on
-    /// the caller's thread, one stripe later than without threads.
+    /// Encodes on `threads` threads (default 1: no thread is started). With two or more, each thread takes
+    /// whole stripes, parity and leaf hashing both (the hashing is of `(k + m) / k` times the input and costs
+    /// about what the parity does), while the caller's thread fills the next stripes. The blocks still reach
+    /// `emit` in the same order, on the caller's thread, up to `threads + 1` stripes later than without
+    /// threads; memory grows by as many stripes.
     pub fn with_threads(mut self, threads: NonZeroUsize) -> Self {
-        self.threads = threads;
-        self.hasher = (threads.get() > 1).then(LeafHasher::start);
+        self.workers = (threads.get() > 1).then(|| StripeWorkers::start(threads.get(), self.params, &self.codec));
+        if self.workers.is_some() {
+            // Workers make their own parity buffers.
+            self.parity = Vec::new();
+        }
         self
     }
 
@@ -330,24 +371,25 @@ impl ShardEncoder {
         Ok(())
     }
 
-    /// Encodes the full open stripe and hands each of its `k + m` pieces to its shard's file.
+    /// Encodes the full open stripe and hands each of its `k + m` pieces to its shard's file (with workers:
+    /// hands the stripe to them, and any stripe now due out to the files).
     fn flush_stripe(&mut self, emit: &mut impl FnMut(Block)) -> Result<(), ErasureError> {
         let piece = self.params.piece_size;
-        self.encode_parity()?;
-        let data = self.data.iter_mut().map(|buf| std::mem::replace(buf, Vec::with_capacity(piece)));
-        // The codec overwrites every parity byte, so the fresh buffers' zeroes are never read.
-        let parity = self.parity.iter_mut().map(|buf| std::mem::replace(buf, vec![0u8; piece]));
-        let pieces: Vec<Vec<u8>> = data.chain(parity).collect();
-        match &mut self.hasher {
+        let data: Vec<Vec<u8>> =
+            self.data.iter_mut().map(|buf| std::mem::replace(buf, Vec::with_capacity(piece))).collect();
+        match &mut self.workers {
             None => {
-                for (file, piece) in self.files.iter_mut().zip(pieces) {
+                self.codec.encode_sep(&data, &mut self.parity)?;
+                // The codec overwrites every parity byte, so the fresh buffers' zeroes are never read.
+                let parity = self.parity.iter_mut().map(|buf| std::mem::replace(buf, vec![0u8; piece]));
+                for (file, piece) in self.files.iter_mut().zip(data.into_iter().chain(parity)) {
                     file.push_owned(piece, emit)?;
                 }
             }
-            Some(hasher) => {
-                hasher.send(pieces)?;
-                if hasher.in_flight > LeafHasher::AHEAD {
-                    let leaves = hasher.take()?;
+            Some(workers) => {
+                workers.send(self.stripes, data)?;
+                if workers.in_flight >= workers.limit {
+                    let leaves = workers.take()?;
                     for (file, (block, link)) in self.files.iter_mut().zip(leaves) {
                         file.push_leaf(block, link, emit);
                     }
@@ -357,46 +399,6 @@ impl ShardEncoder {
         self.filling = 0;
         self.stripes += 1;
         Ok(())
-    }
-
-    /// Computes the open stripe's parity; with several threads, each takes a range of columns (the code works
-    /// byte column by byte column, so ranges are independent), 64-byte aligned.
-    fn encode_parity(&mut self) -> Result<(), ErasureError> {
-        // One thread is the leaf hasher's.
-        let threads = self.threads.get().saturating_sub(1).max(1);
-        let piece = self.params.piece_size;
-        let columns = piece.div_ceil(threads).next_multiple_of(PIECE_ALIGN);
-        if threads == 1 || columns >= piece {
-            self.codec.encode_sep(&self.data, &mut self.parity)?;
-            return Ok(());
-        }
-        let mut ranges: Vec<Vec<&mut [u8]>> = Vec::with_capacity(threads);
-        for buf in &mut self.parity {
-            for (i, part) in buf.chunks_mut(columns).enumerate() {
-                if ranges.len() == i {
-                    ranges.push(Vec::with_capacity(self.params.parity_shards));
-                }
-                ranges[i].push(part);
-            }
-        }
-        let (codec, data) = (&self.codec, &self.data);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = ranges
-                .into_iter()
-                .enumerate()
-                .map(|(i, mut parity)| {
-                    s.spawn(move || {
-                        let cols = i * columns..((i + 1) * columns).min(piece);
-                        let inputs: Vec<&[u8]> = data.iter().map(|d| &d[cols.clone()]).collect();
-                        codec.encode_sep(&inputs, &mut parity)
-                    })
-                })
-                .collect();
-            for h in handles {
-                h.join().map_err(|_| ErasureError::BugThread)??;
-            }
-            Ok(())
-        })
     }
 
     /// Pads and encodes the last stripe, closes every shard file and reports them.
@@ -409,9 +411,9 @@ impl ShardEncoder {
             }
             self.flush_stripe(emit)?;
         }
-        if let Some(hasher) = &mut self.hasher {
-            while hasher.in_flight > 0 {
-                let leaves = hasher.take()?;
+        if let Some(workers) = &mut self.workers {
+            while workers.in_flight > 0 {
+                let leaves = workers.take()?;
                 for (file, (block, link)) in self.files.iter_mut().zip(leaves) {
                     file.push_leaf(block, link, emit);
                 }
