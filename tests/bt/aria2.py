@@ -19,10 +19,10 @@ import argparse
 import datetime
 import json
 import os
-import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +47,14 @@ def log_time(line):
     return datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp() if m else None
 
 
+def free_port(kind):
+    """A loopback port the kernel says is free now. A random one could be another process's: other tests
+    running at the same time hold ephemeral ports, and aria2 gives up if it cannot bind its port."""
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def aria2_args(d, workdir, dht_entry=None, dht=False, timeout=120, extra=()):
     """The aria2c command line that keeps everything on 127.0.0.1 and exits once the download is complete."""
     use_dht = dht or bool(dht_entry)
@@ -59,8 +67,8 @@ def aria2_args(d, workdir, dht_entry=None, dht=False, timeout=120, extra=()):
         "--enable-dht6=false",
         f"--enable-dht={'true' if use_dht else 'false'}",
         f"--dht-file-path={os.path.join(workdir, 'dht.dat')}",  # never reuse ~/.cache/aria2/dht.dat (public nodes)
-        f"--dht-listen-port={random.randint(20000, 60000)}",
-        f"--listen-port={random.randint(20000, 60000)}",
+        f"--dht-listen-port={free_port(socket.SOCK_DGRAM)}",
+        f"--listen-port={free_port(socket.SOCK_STREAM)}",
         "--interface=127.0.0.1",  # bind peer, DHT and tracker sockets to loopback
         "--disable-ipv6=true",
         "--bt-external-ip=127.0.0.1",
