@@ -59,6 +59,15 @@ fn main() -> Result<()> {
     let rss = peak_rss_kib(three.pid()).unwrap_or(0) / 1024;
     let three_speed = mb / secs;
     println!("| btfs → btfs, 3 providers at once | {secs:.2} s | {three_speed:.0} MB/s | {rss} MiB |");
+    // What the receiver got twice: wants sent to more than one provider cost both ends CPU for nothing.
+    let stat: serde_json::Value = serde_json::from_str(&three.run_ok(&["bitswap", "stat", "--enc", "json"]))?;
+    let count = |k: &str| stat[k].as_u64().unwrap_or(0);
+    println!(
+        "(3 providers: {} blocks received, {} of them duplicates, {:.1} MB of duplicate data)",
+        count("BlocksReceived"),
+        count("DupBlksReceived"),
+        count("DupDataReceived") as f64 / 1e6
+    );
     drop((one, three, providers));
 
     let out = Command::new("node")
