@@ -262,6 +262,9 @@ fn default_ten_plus_twenty_on_thirty_hosts_survives_losing_twenty_at_once() {
 
 /// The EVM chain end to end: anvil, the committed token and vault artifacts, a renter that deploys and funds
 /// its vault with `btfs vault`, hosts that cash their cheques on chain; balances checked on the chain itself.
+/// Then, still on the chain: m hosts killed at once (the file downloads from the k left), and repair placing
+/// lost shards on fresh hosts under new contracts paid from the same vault, past m losses over time; at the
+/// end every token is still accounted for.
 #[test]
 fn evm_cheques_are_cashed_on_chain_and_balances_add_up() {
     let anvil = Anvil::start();
@@ -278,7 +281,8 @@ fn evm_cheques_are_cashed_on_chain_and_balances_add_up() {
         ("Settlement.Backend", "\"evm\""),
     ];
     let work = tempfile::tempdir().expect("tempdir");
-    let m = Market::start_with(3, &extra);
+    // k=2, m=1: three shards, and two spare hosts for repairs.
+    let mut m = Market::start_with(5, &extra);
     let address = |d: &Daemon| json(d, &["vault", "balance"])["Address"].as_str().expect("Address").to_string();
     let renter_addr = address(&m.renter);
     let host_addrs: Vec<String> = m.hosts.iter().flatten().map(address).collect();
@@ -307,13 +311,14 @@ fn evm_cheques_are_cashed_on_chain_and_balances_add_up() {
     let (cid, id, src) = upload(&m, work.path(), 1024 * 1024 + 5, 2, 1);
     let s = status(&m.renter, &id);
     assert_eq!(s["Settlement"], "evm", "{s:#}");
+    let placed = hosts_of(&s);
 
     // Every host cashes on chain: the upfront part, then periods after passed proofs. Each host's token balance
     // is exactly what its vault record says it cashed, and the vault lost exactly the sum.
     let deadline = Instant::now() + Duration::from_secs(120);
     let cashed = loop {
         let mut cashed = Vec::new();
-        for (h, addr) in m.hosts.iter().flatten().zip(&host_addrs) {
+        for (h, addr) in m.hosts.iter().flatten().zip(&host_addrs).filter(|(h, _)| placed.contains(&h.peer_id)) {
             let list = json(h, &["cheque", "list"]);
             let got: u128 = list["Received"]
                 .as_array()
@@ -369,6 +374,59 @@ fn evm_cheques_are_cashed_on_chain_and_balances_add_up() {
     assert_eq!(anvil.token_balance(&token, &renter_addr), MINTED - DEPOSIT + back);
 
     download_matches(&m.renter, &cid, &src, &work.path().join("download"));
+
+    // Kill m = 1 host: the file still downloads from the k left.
+    let kill = |m: &mut Market, peer: &str| {
+        let (i, _) = m.host_by_peer(peer).expect("running");
+        if let Some(mut d) = m.hosts[i].take() {
+            d.kill();
+        }
+    };
+    kill(&mut m, &placed[0]);
+    download_matches(&m.renter, &cid, &src, &work.path().join("after-loss"));
+    // Repair puts the lost shard on a spare host, under a new contract on the same vault; losing a second
+    // host (more than m over time) is repaired the same way.
+    let s = wait_status(&m.renter, &id, "repair of the lost shard", Duration::from_secs(180), |s| {
+        all_held(s) && !hosts_of(s).contains(&placed[0])
+    });
+    let second = hosts_of(&s).into_iter().find(|h| placed.contains(h)).expect("an original host left");
+    kill(&mut m, &second);
+    let s = wait_status(&m.renter, &id, "repair after a second loss", Duration::from_secs(180), |s| {
+        all_held(s) && !hosts_of(s).contains(&second)
+    });
+    assert_eq!(shards(&s).len(), 3);
+    download_matches(&m.renter, &cid, &src, &work.path().join("after-two-losses"));
+    let contracts = json(&m.renter, &["storage", "contracts", "list"]);
+    let on_new_hosts = contracts["Contracts"].as_array().map_or(0, |a| {
+        a.iter().filter(|c| c["State"] != "lost" && !placed.iter().any(|p| c["Peer"] == p.as_str())).count()
+    });
+    assert_eq!(on_new_hosts, 2, "two shards on fresh hosts under new contracts: {contracts:#}");
+    // The repairs' contracts are paid from the same vault, and no token was made or lost: what left the vault
+    // is on the hosts' addresses, the dead hosts' included.
+    let every_host = || host_addrs.iter().map(|a| anvil.token_balance(&token, a)).sum::<u128>();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let new_hosts_cashed = loop {
+        let cashed = host_addrs
+            .iter()
+            .filter(|a| !cashed.iter().any(|(old, _, _)| old == *a))
+            .map(|a| anvil.token_balance(&token, a))
+            .filter(|b| *b > 0)
+            .count();
+        if cashed >= 2 {
+            break cashed;
+        }
+        assert!(Instant::now() < deadline, "the repair hosts never cashed a cheque on chain");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(new_hosts_cashed, 2);
+    let (vault_end, hosts_end) = loop {
+        let before = every_host();
+        let vault_end = anvil.token_balance(&token, &vault);
+        if every_host() == before {
+            break (vault_end, before);
+        }
+    };
+    assert_eq!(vault_end + hosts_end + back, DEPOSIT, "vault {vault_end} + hosts {hosts_end} + withdrawn {back}");
 }
 
 /// All market state is in RocksDB: a renter and a host that restart (new ports, same repos) resume their
