@@ -31,11 +31,11 @@ const PEER_WINDOW_BYTES: u64 = 12 * 1024 * 1024;
 /// stream when that message is much over 2 MiB (measured: 8 blocks of 256 KiB pass, 14 fail), so it gets
 /// at most 2 MiB of wants at a time.
 const OTHER_PEER_WINDOW_BYTES: u64 = 2 * 1024 * 1024;
-/// A peer with work that delivers nothing for this long is late: its wants are sent again (to another
-/// peer when there is one). Messages do get lost: a peer may close a stream with a message half-written.
 /// Received bytes a session lets wait for the store before it asks for more: the network can deliver faster
 /// than the disk takes blocks, and without this the store's queue (and the node's memory) grew with the DAG.
 const MAX_UNSTORED_BYTES: u64 = 64 * 1024 * 1024;
+/// A peer with work that delivers nothing for this long is late: its wants are sent again (to another
+/// peer when there is one). Messages do get lost: a peer may close a stream with a message half-written.
 const WANT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the session looks again for peers while it has none.
 const SEARCH_INTERVAL: Duration = Duration::from_secs(5);
