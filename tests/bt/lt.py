@@ -120,10 +120,11 @@ ALERT_MASK = (
 )
 
 
-def loopback_settings(dht_bootstrap=None, dht=False, verbose=False):
+def loopback_settings(dht_bootstrap=None, dht=False, verbose=False, port=0):
     """Session settings, given at construction so nothing (DHT bootstrap, LSD, UPnP) starts with defaults."""
     s = {
-        "listen_interfaces": "127.0.0.1:0",  # ephemeral port; TCP and UDP (DHT, UDP trackers) on the same number
+        # port 0: an ephemeral port; TCP and UDP (DHT, UDP trackers) on the same number
+        "listen_interfaces": f"127.0.0.1:{port}",
         "outgoing_interfaces": "",
         "enable_outgoing_utp": False,
         "enable_incoming_utp": False,
@@ -167,7 +168,7 @@ def make_session(cmd, args, dht=False):
     if getattr(args, "no_dht", False):
         boot = None
     verbose = getattr(args, "verbose", False)
-    ses = lt.session(loopback_settings(boot, dht=dht, verbose=verbose))
+    ses = lt.session(loopback_settings(boot, dht=dht, verbose=verbose, port=getattr(args, "port", 0) or 0))
     f = lt.ip_filter()
     f.add_rule("0.0.0.0", "255.255.255.255", 1)  # block
     f.add_rule("127.0.0.0", "127.255.255.255", 0)  # allow loopback
@@ -578,6 +579,7 @@ def main(argv=None):
     s.add_argument("--torrent", required=True)
     s.add_argument("--dir", required=True, help="save_path: the directory that holds the torrent's name")
     s.add_argument("--port-file")
+    s.add_argument("--port", type=int, default=0, help="listen on this port (default: an ephemeral one)")
     s.add_argument("--dht-bootstrap", type=parse_hostport)
     s.add_argument("--no-dht", action="store_true")
     s.add_argument("--tracker-interval", type=float, default=0,

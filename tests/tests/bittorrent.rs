@@ -84,7 +84,7 @@ fn torrent_file_from_mktorrent_over_http_tracker_imports_with_add_cids_and_twice
     assert!(!repo.path().join("bittorrent").exists(), "the import wrote no copy outside the block store");
 
     // No seeder any more: a second import must be answered from the store.
-    seeder.process.kill();
+    seeder.kill();
     let started = Instant::now();
     let again = repo.run_ok(&["bittorrent", "import", torrent.to_str().expect("utf-8 path"), "--timeout", "5", "-q"]);
     assert_eq!(again, root);
@@ -154,7 +154,7 @@ fn hybrid_magnet_over_tracker_imports_through_the_daemon_and_reseeds_under_its_i
 
     // The import's seed reuses the stored info dict: same infohash, served from the block store. Seeding the
     // root again is answered with the same magnet.
-    seeder.process.kill();
+    seeder.kill();
     let magnet_out = daemon.run_ok(&["bittorrent", "seed", root.trim()]);
     assert_eq!(magnet_out.trim(), seeded_magnet);
     let peer = magnet_out.split("x.pe=").nth(1).expect("the magnet names this node").trim().to_string();
@@ -331,7 +331,7 @@ fn an_import_cut_short_records_nothing_and_a_second_run_completes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("stalled"), "the error says what happened: {err}");
     assert!(records(&repo).is_empty(), "nothing is recorded for an unfinished import");
-    partial.process.kill();
+    partial.kill();
 
     // The second run starts from the leaves the first one stored: at least a quarter of the file (the
     // seeder had half of it), never all of it.
