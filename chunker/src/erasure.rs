@@ -225,7 +225,7 @@ pub struct ShardEncoder {
     codec: ReedSolomon,
     /// The open stripe's data pieces; all before `filling` are full, the rest empty.
     data: Vec<Vec<u8>>,
-    /// Parity output of the codec, `piece_size` bytes each.
+    /// Parity output of the codec, `piece_size` bytes each (empty with workers: they make their own).
     parity: Vec<Vec<u8>>,
     filling: usize,
     files: Vec<ShardFileBuilder>,
@@ -246,7 +246,7 @@ type StripeDone = (u64, Result<Vec<(Block, Link)>, ErasureError>);
 /// order, from a small reorder buffer. At most `threads + 1` stripes are in flight.
 #[derive(Debug)]
 struct StripeWorkers {
-    jobs: Option<std::sync::mpsc::SyncSender<StripeJob>>,
+    jobs: std::sync::mpsc::SyncSender<StripeJob>,
     done: std::sync::mpsc::Receiver<StripeDone>,
     /// Finished stripes that arrived before an earlier one, by sequence number.
     early: std::collections::BTreeMap<u64, Vec<(Block, Link)>>,
@@ -272,31 +272,28 @@ impl StripeWorkers {
                         Err(_) => return,
                     };
                     let Ok((seq, data)) = job else { return };
-                    let mut parity: Vec<Vec<u8>> =
-                        (0..params.parity_shards).map(|_| vec![0u8; params.piece_size]).collect();
-                    let leaves = codec
-                        .encode_sep(&data, &mut parity)
-                        .map(|()| data.into_iter().chain(parity).map(|p| SHARD_FILE.leaf(p)).collect())
-                        .map_err(ErasureError::from);
+                    // A panic is reported as this stripe's result: the other workers keep the channel open,
+                    // so the encoder would otherwise wait for the stripe forever.
+                    let encode = std::panic::AssertUnwindSafe(|| {
+                        let mut parity: Vec<Vec<u8>> =
+                            (0..params.parity_shards).map(|_| vec![0u8; params.piece_size]).collect();
+                        codec
+                            .encode_sep(&data, &mut parity)
+                            .map(|()| data.into_iter().chain(parity).map(|p| SHARD_FILE.leaf(p)).collect())
+                            .map_err(ErasureError::from)
+                    });
+                    let leaves = std::panic::catch_unwind(encode).unwrap_or(Err(ErasureError::BugThread));
                     if finished.send((seq, leaves)).is_err() {
                         return;
                     }
                 }
             });
         }
-        Self {
-            jobs: Some(jobs),
-            done,
-            early: std::collections::BTreeMap::new(),
-            in_flight: 0,
-            next: 0,
-            limit: threads + 1,
-        }
+        Self { jobs, done, early: std::collections::BTreeMap::new(), in_flight: 0, next: 0, limit: threads + 1 }
     }
 
     fn send(&mut self, seq: u64, data: Vec<Vec<u8>>) -> Result<(), ErasureError> {
-        let jobs = self.jobs.as_ref().ok_or(ErasureError::BugThread)?;
-        jobs.send((seq, data)).map_err(|_| ErasureError::BugThread)?;
+        self.jobs.send((seq, data)).map_err(|_| ErasureError::BugThread)?;
         self.in_flight += 1;
         Ok(())
     }

@@ -56,6 +56,14 @@ impl Market {
     pub fn host_by_peer(&mut self, peer: &str) -> Option<(usize, &mut Daemon)> {
         self.hosts.iter_mut().enumerate().find_map(|(i, h)| h.as_mut().filter(|d| d.peer_id == peer).map(|d| (i, d)))
     }
+
+    /// Kills a running host (SIGKILL: no goodbye to the renter); panics if no running host has that peer id.
+    pub fn kill_host(&mut self, peer: &str) {
+        let (i, _) = self.host_by_peer(peer).expect("running");
+        if let Some(mut d) = self.hosts[i].take() {
+            d.kill();
+        }
+    }
 }
 
 fn json(daemon: &Daemon, args: &[&str]) -> Value {
@@ -176,10 +184,7 @@ fn upload_proofs_cheques_loss_of_m_hosts_and_repair_past_m() {
     // Kill m = 2 hosts at once (the two data shards' hosts): the file still rebuilds from the parity shards.
     let placed = hosts_of(&s);
     for peer in &placed[..2] {
-        let (i, _) = m.host_by_peer(peer).expect("running");
-        if let Some(mut d) = m.hosts[i].take() {
-            d.kill();
-        }
+        m.kill_host(peer);
     }
     download_matches(&m.renter, &cid, &src, &work.path().join("after-loss"));
 
@@ -190,10 +195,7 @@ fn upload_proofs_cheques_loss_of_m_hosts_and_repair_past_m() {
     let repaired = hosts_of(&s);
 
     // Lose a third host (more than m over time): repair again, and the file is still whole.
-    let (i, _) = m.host_by_peer(&repaired[2]).expect("running");
-    if let Some(mut d) = m.hosts[i].take() {
-        d.kill();
-    }
+    m.kill_host(&repaired[2]);
     let lost = repaired[2].clone();
     let s = wait_status(&m.renter, &id, "repair after a third loss", Duration::from_secs(180), |s| {
         all_held(s) && !hosts_of(s).contains(&lost)
@@ -252,10 +254,7 @@ fn default_ten_plus_twenty_on_thirty_hosts_survives_losing_twenty_at_once() {
     assert_eq!(shards(&s).len(), 30);
     // Kill twenty hosts at once, data shards' hosts first: only ten parity shards are left.
     for peer in hosts_of(&s).iter().take(20) {
-        let (i, _) = m.host_by_peer(peer).expect("running");
-        if let Some(mut d) = m.hosts[i].take() {
-            d.kill();
-        }
+        m.kill_host(peer);
     }
     download_matches(&m.renter, &cid, &src, &work.path().join("from-ten-parity-shards"));
 }
@@ -376,13 +375,7 @@ fn evm_cheques_are_cashed_on_chain_and_balances_add_up() {
     download_matches(&m.renter, &cid, &src, &work.path().join("download"));
 
     // Kill m = 1 host: the file still downloads from the k left.
-    let kill = |m: &mut Market, peer: &str| {
-        let (i, _) = m.host_by_peer(peer).expect("running");
-        if let Some(mut d) = m.hosts[i].take() {
-            d.kill();
-        }
-    };
-    kill(&mut m, &placed[0]);
+    m.kill_host(&placed[0]);
     download_matches(&m.renter, &cid, &src, &work.path().join("after-loss"));
     // Repair puts the lost shard on a spare host, under a new contract on the same vault; losing a second
     // host (more than m over time) is repaired the same way.
@@ -390,7 +383,7 @@ fn evm_cheques_are_cashed_on_chain_and_balances_add_up() {
         all_held(s) && !hosts_of(s).contains(&placed[0])
     });
     let second = hosts_of(&s).into_iter().find(|h| placed.contains(h)).expect("an original host left");
-    kill(&mut m, &second);
+    m.kill_host(&second);
     let s = wait_status(&m.renter, &id, "repair after a second loss", Duration::from_secs(180), |s| {
         all_held(s) && !hosts_of(s).contains(&second)
     });

@@ -163,29 +163,12 @@ impl EngineRuntime {
         Ok(Self { handle, _stop: stop })
     }
 
-    /// Runs `task` on the session's runtime and waits for it from the caller's.
+    /// Runs `task` on the session's runtime and waits for it from the caller's. The task is aborted if its
+    /// waiter goes away first (an import given up on must not leave a task waiting on its torrent).
     async fn run<T: Send + 'static>(&self, task: impl Future<Output = T> + Send + 'static) -> Result<T, EngineError> {
-        Spawned(self.handle.spawn(task)).await
-    }
-}
-
-/// A task on the session's runtime, aborted if its waiter goes away first (an import given up on must not
-/// leave a task waiting on its torrent).
-struct Spawned<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Future for Spawned<T> {
-    type Output = Result<T, EngineError>;
-
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|r| r.map_err(|e| EngineError::Failed(format!("the BitTorrent runtime stopped: {e}"))))
-    }
-}
-
-impl<T> Drop for Spawned<T> {
-    fn drop(&mut self) {
-        self.0.abort();
+        tokio_util::task::AbortOnDropHandle::new(self.handle.spawn(task))
+            .await
+            .map_err(|e| EngineError::Failed(format!("the BitTorrent runtime stopped: {e}")))
     }
 }
 
