@@ -246,3 +246,80 @@ async fn hostile_bitswap_peers_are_refused_and_honest_ones_still_served() {
     assert_eq!(stat.blocks_received, 1, "only the fake block arrived at A: {stat:?}");
     assert_eq!(stat.dup_blks_received, 1, "and it was dropped as unwanted");
 }
+
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct Streams {
+    open: libp2p_stream::Behaviour,
+    inbound: net::inbound::Behaviour,
+}
+
+fn streams_swarm() -> libp2p::Swarm<Streams> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(libp2p::tcp::Config::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
+        .expect("tcp")
+        .with_behaviour(|_| Streams { open: libp2p_stream::Behaviour::new(), inbound: net::inbound::Behaviour::new() })
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+/// Streams that arrive together, before the accepting task takes any, all reach it. (libp2p-stream's own
+/// `accept` keeps one and resets the others: a Bitswap message or a storage request lost.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_inbound_streams_waits_for_the_acceptor() {
+    use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+    const BURST: usize = 40;
+    let protocol = StreamProtocol::new("/btfs/test-burst/1.0.0");
+
+    let mut receiver = streams_swarm();
+    let mut incoming =
+        receiver.behaviour().inbound.acceptor().accept(std::slice::from_ref(&protocol), 64).expect("accept");
+    receiver.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr")).expect("listen");
+    let addr = loop {
+        if let libp2p::swarm::SwarmEvent::NewListenAddr { address, .. } = receiver.select_next_some().await {
+            break address;
+        }
+    };
+    let receiver_id = *receiver.local_peer_id();
+    tokio::spawn(async move { while receiver.next().await.is_some() {} });
+
+    let mut sender = streams_swarm();
+    let control = sender.behaviour().open.new_control();
+    sender.dial(addr).expect("dial");
+    loop {
+        match sender.select_next_some().await {
+            libp2p::swarm::SwarmEvent::ConnectionEstablished { .. } => break,
+            libp2p::swarm::SwarmEvent::OutgoingConnectionError { error, .. } => panic!("dial: {error}"),
+            _ => {}
+        }
+    }
+    tokio::spawn(async move { while sender.next().await.is_some() {} });
+
+    // Open the whole burst, each stream carrying its number, without the receiver taking any.
+    let mut writers = Vec::new();
+    for i in 0..BURST {
+        let mut control = control.clone();
+        let protocol = protocol.clone();
+        writers.push(tokio::spawn(async move {
+            let mut s = control.open_stream(receiver_id, protocol).await.map_err(|e| format!("open {i}: {e}"))?;
+            s.write_all(&[i as u8]).await.map_err(|e| format!("write {i}: {e}"))?;
+            s.close().await.map_err(|e| format!("close {i}: {e}"))
+        }));
+    }
+    for w in writers {
+        w.await.expect("join").expect("the sender's side of every stream succeeds");
+    }
+
+    let mut seen = Vec::new();
+    for _ in 0..BURST {
+        let next = tokio::time::timeout(Duration::from_secs(10), incoming.recv()).await;
+        let mut got = next.expect("every stream of the burst is queued").expect("queue open");
+        assert_eq!(got.protocol, protocol);
+        let mut byte = [0u8; 1];
+        got.stream.read_exact(&mut byte).await.expect("the queued stream is still readable");
+        seen.push(byte[0] as usize);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..BURST).collect::<Vec<_>>());
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use btfs_contracts_client::wire::{self, Request, Response};
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, StreamProtocol};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -86,8 +86,7 @@ async fn read_frame(stream: &mut libp2p::Stream) -> std::io::Result<Vec<u8>> {
 
 /// Serves inbound storage requests until shutdown.
 pub(crate) async fn serve(market: Arc<Market>, shutdown: CancellationToken) {
-    let mut control = market.network.control.clone();
-    let mut incoming = match control.accept(PROTOCOL) {
+    let mut incoming = match market.network.acceptor.accept(&[PROTOCOL], MAX_INBOUND) {
         Ok(incoming) => incoming,
         Err(e) => {
             tracing::error!(error = %e, "cannot serve {}", wire::PROTOCOL);
@@ -99,8 +98,8 @@ pub(crate) async fn serve(market: Arc<Market>, shutdown: CancellationToken) {
         let (peer, mut stream) = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            next = incoming.next() => match next {
-                Some(s) => s,
+            next = incoming.recv() => match next {
+                Some(s) => (s.peer, s.stream),
                 None => break,
             },
         };

@@ -1,11 +1,12 @@
 //! The libp2p node: TCP and QUIC, Noise, Yamux, identify, ping, connection limits, Kademlia with a
-//! persistent record store, and our Bitswap over libp2p-stream.
+//! persistent record store, and our Bitswap over libp2p-stream (outbound) and `inbound` (inbound).
 //!
 //! The swarm is an actor: `SwarmHandle` sends `SwarmCommand`s over a bounded channel to one task that owns
 //! the `Swarm` and also turns its events into replies, Bitswap peer events and Kademlia bookkeeping.
 
 pub mod bitswap;
 pub mod dht_store;
+pub mod inbound;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -57,6 +58,7 @@ struct Behaviour {
     ping: ping::Behaviour,
     kad: kad::Behaviour<DhtStore>,
     stream: libp2p_stream::Behaviour,
+    inbound: inbound::Behaviour,
 }
 
 enum SwarmCommand {
@@ -147,8 +149,10 @@ impl SwarmHandle {
 #[derive(Clone)]
 pub struct Network {
     pub swarm: SwarmHandle,
-    /// Opens and accepts protocol streams (Bitswap's and the storage protocol's).
+    /// Opens protocol streams (Bitswap's and the storage protocol's).
     pub control: libp2p_stream::Control,
+    /// Accepts them.
+    pub acceptor: inbound::Acceptor,
     pub bitswap: Bitswap,
     pub peer_id: PeerId,
 }
@@ -196,6 +200,7 @@ pub async fn start(
                 ping: ping::Behaviour::default(),
                 kad: kad::Behaviour::with_config(key.public().to_peer_id(), store, kad_config),
                 stream: libp2p_stream::Behaviour::new(),
+                inbound: inbound::Behaviour::new(),
             }
         })
         .map_err(|e| NetError::Setup(e.to_string()))?
@@ -234,8 +239,9 @@ pub async fn start(
     let (tx, rx) = mpsc::channel(256);
     let handle = SwarmHandle { tx };
     let control = swarm.behaviour().stream.new_control();
-    let bitswap =
-        Bitswap::start(node.clone(), control.clone(), handle.clone(), shutdown.clone()).map_err(NetError::Setup)?;
+    let acceptor = swarm.behaviour().inbound.acceptor();
+    let bitswap = Bitswap::start(node.clone(), control.clone(), &acceptor, handle.clone(), shutdown.clone())
+        .map_err(NetError::Setup)?;
 
     for addr in &config.bootstrap {
         let Some(Protocol::P2p(peer)) = addr.iter().last() else {
@@ -261,7 +267,7 @@ pub async fn start(
         peer_searches: HashMap::new(),
     };
     tokio::spawn(actor.run(rx, shutdown));
-    Ok((Network { swarm: handle, control, bitswap, peer_id }, bound))
+    Ok((Network { swarm: handle, control, acceptor, bitswap, peer_id }, bound))
 }
 
 struct ProviderSearch {
