@@ -2,7 +2,8 @@
 //! backend (cheques signed and verified, not cashed; `market_evm.rs` settles on a real chain): a renter
 //! uploads to hosts found through the DHT, proofs pass and cheques arrive; m hosts die at once and the file
 //! still downloads; repair re-places lost shards on fresh hosts until the file has outlived more than m
-//! hosts; a host that deletes its shard is caught, stops being paid, and is replaced.
+//! hosts; a host that deletes its shard is caught, stops being paid, and is replaced; a host that never held
+//! its shard and answers challenges with made-up bytes (`market/liar.rs`) is caught, paid nothing, and replaced.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -12,6 +13,9 @@ use btfs_tests::chain::Anvil;
 use btfs_tests::daemon::Daemon;
 use btfs_tests::write_chacha20_file;
 use serde_json::Value;
+
+#[path = "market/liar.rs"]
+mod liar;
 
 /// Fast clocks for tests: a challenge every 3 s answered within 2 s, a payment period every 6 s.
 const MARKET_CONFIG: &[(&str, &str)] = &[
@@ -111,25 +115,42 @@ fn download_matches(renter: &Daemon, cid: &str, original: &Path, out: &Path) {
 
 /// Starts an upload of a fresh file and waits until every shard is held.
 fn upload(m: &Market, dir: &Path, size: u64, k: u32, parity: u32) -> (String, String, std::path::PathBuf) {
+    upload_with(m, dir, size, k, parity, &[])
+}
+
+/// `upload` with more `storage upload` arguments.
+fn upload_with(
+    m: &Market,
+    dir: &Path,
+    size: u64,
+    k: u32,
+    parity: u32,
+    extra: &[&str],
+) -> (String, String, std::path::PathBuf) {
     let src = dir.join("original");
     write_chacha20_file(&src, "market file", size).expect("write input");
     let cid = m.renter.run_ok(&["add", "-Q", "--cid-version=1", src.to_str().expect("utf-8")]).trim().to_string();
     let (k, parity) = (k.to_string(), parity.to_string());
     let id = m
         .renter
-        .run_ok(&[
-            "storage",
-            "upload",
-            &cid,
-            "--data-shards",
-            &k,
-            "--parity-shards",
-            &parity,
-            "--piece-size",
-            "64KiB",
-            "--storage-length",
-            "1h",
-        ])
+        .run_ok(
+            &[
+                "storage",
+                "upload",
+                cid.as_str(),
+                "--data-shards",
+                &k,
+                "--parity-shards",
+                &parity,
+                "--piece-size",
+                "64KiB",
+                "--storage-length",
+                "1h",
+            ]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect::<Vec<_>>(),
+        )
         .trim()
         .to_string();
     assert_eq!(id.len(), 16, "storage upload prints a session id, got {id:?}");
@@ -242,6 +263,58 @@ fn a_host_that_deletes_its_shard_is_caught_unpaid_and_replaced() {
         .expect("the cheat's contract");
     assert_eq!(cheat["Paid"].as_str().unwrap_or("0"), paid_then, "a lost contract was paid again");
     download_matches(&m.renter, &cid, &src, &work.path().join("after-cheat"));
+}
+
+fn contract_with<'a>(contracts: &'a Value, peer: &str) -> &'a Value {
+    contracts["Contracts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["Peer"] == peer))
+        .unwrap_or_else(|| panic!("no contract with {peer}: {contracts:#}"))
+}
+
+#[test]
+fn a_host_that_serves_made_up_bytes_is_caught_paid_nothing_and_replaced() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let m = Market::start(3);
+    let liar = liar::Liar::start();
+    // The liar quotes the lowest price, so of these four the renter places a shard on it first; the
+    // honest host left over takes the shard when it is repaired.
+    let named: Vec<String> = std::iter::once(liar.addr.clone())
+        .chain(m.hosts.iter().flatten().map(|h| format!("{}/p2p/{}", h.tcp_addr(), h.peer_id)))
+        .collect();
+    let hosts = named.join(",");
+    let (cid, id, src) = upload_with(&m, work.path(), 1024 * 1024, 2, 1, &["--hosts", &hosts]);
+    assert!(hosts_of(&status(&m.renter, &id)).contains(&liar.peer), "the cheapest host, the liar, holds a shard");
+
+    let s = wait_status(&m.renter, &id, "the liar caught and replaced", Duration::from_secs(120), |s| {
+        all_held(s) && !hosts_of(s).contains(&liar.peer)
+    });
+    assert!(all_held(&s));
+    assert!(liar.challenges.load(std::sync::atomic::Ordering::Relaxed) >= 2, "the liar was challenged");
+    let contracts = json(&m.renter, &["storage", "contracts", "list"]);
+    let lied = contract_with(&contracts, &liar.peer);
+    assert_eq!(lied["State"], "lost", "{lied:#}");
+    assert_eq!(lied["ProofsPassed"], 0, "{lied:#}");
+    assert!(lied["ProofsFailed"].as_u64().unwrap_or(0) >= 2, "{lied:#}");
+    assert!(lied["Reason"].as_str().unwrap_or_default().contains("wrong proof"), "{lied:#}");
+    assert_eq!(lied["Paid"], "0", "{lied:#}");
+
+    // Honest hosts are paid (the upfront part after their first proof), the liar never: not a cheque.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let contracts = json(&m.renter, &["storage", "contracts", "list"]);
+        let paid_honest = contracts["Contracts"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|c| c["Peer"] != liar.peer.as_str() && c["Paid"] != "0"));
+        if paid_honest {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no honest host was paid: {contracts:#}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let cheques = liar.cheques.lock().expect("not poisoned").clone();
+    assert!(cheques.is_empty(), "the liar was sent cheques: {cheques:?}");
+    download_matches(&m.renter, &cid, &src, &work.path().join("after-liar"));
 }
 
 #[test]

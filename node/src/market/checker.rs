@@ -1,8 +1,9 @@
 //! The market's clock: every `Storage.CheckInterval` it walks the contracts and does what is due.
 //!
 //! Renter side: challenge each active contract on schedule (a fresh random leaf each time, answered within
-//! `ChallengeDeadline`, checked against the shard CID); pay the upfront part once the host holds the shard
-//! and one cumulative cheque per period that had no failed challenge; resend cheques a host has not
+//! `ChallengeDeadline`, checked against the shard CID); pay the upfront part once the host has passed a
+//! challenge (its `Stored` notice alone earns nothing) and one cumulative cheque per period that had no failed
+//! challenge; resend cheques a host has not
 //! acknowledged (cumulative cheques make that safe); declare a contract lost after `FailureThreshold` failures
 //! in a row and, with `Storage.Repair`, rebuild its shard from k others and place it on a new host.
 //! Host side: end contracts past their end time, release those whose renter stopped paying, resume shard
@@ -120,11 +121,14 @@ impl Market {
         if t >= terms.end {
             return self.update_contract(&record.id, |r| r.state = ContractState::Ended).await;
         }
-        if !record.upfront_paid {
-            self.pay(&record.id, None).await?;
-        }
         if t >= record.next_challenge {
             self.challenge(&record, c.challenge_deadline).await?;
+        }
+        let record = self.contract_record(&record.id)?.ok_or_else(|| MarketError::NoContract(record.id.clone()))?;
+        // The upfront part waits for the first passed proof: a host's `Stored` notice is only its word, and a
+        // host that never held the shard must not be paid anything.
+        if record.state == ContractState::Active && !record.upfront_paid && record.proofs_passed > 0 {
+            self.pay(&record.id, None).await?;
         }
         // Periods that ended: pay each unless a challenge in it failed.
         let period = terms.period.max(1);

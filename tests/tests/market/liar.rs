@@ -1,0 +1,158 @@
+//! A host that lies: it speaks `/btfs/storage/1.0.0` well enough to win a contract (the cheapest quote,
+//! a valid countersignature, a prompt `Stored` notice) but never fetches the shard, and answers every
+//! challenge with bytes it made up. It runs in the test process on its own runtime and records the
+//! cheques it is sent, so a test can check that the renter paid it nothing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use btfs_contracts_client::wire::{self, HostAd, Request, Response, SignedHostAd};
+use btfs_contracts_client::{NodeKey, SettlementKind, U256};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::{PeerId, Stream, StreamProtocol};
+
+const PROTOCOL: StreamProtocol = StreamProtocol::new(wire::PROTOCOL);
+
+pub(crate) struct Liar {
+    /// Its TCP multiaddr with `/p2p/<peer id>`, for `--hosts`.
+    pub(crate) addr: String,
+    pub(crate) peer: String,
+    /// Cumulative totals of the cheques it was sent.
+    pub(crate) cheques: Arc<Mutex<Vec<U256>>>,
+    /// Challenges it answered (wrongly).
+    pub(crate) challenges: Arc<AtomicU64>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+struct State {
+    key: NodeKey,
+    peer: PeerId,
+    control: libp2p_stream::Control,
+    cheques: Arc<Mutex<Vec<U256>>>,
+    challenges: Arc<AtomicU64>,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Liar {
+    pub(crate) fn start() -> Self {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let secp = libp2p::identity::secp256k1::Keypair::generate();
+        let key = NodeKey::from_secret(&secp.secret().to_bytes()).expect("node key");
+        let identity = libp2p::identity::Keypair::from(secp);
+        let (addr, state) = runtime.block_on(async {
+            let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
+                .with_tokio()
+                .with_tcp(libp2p::tcp::Config::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
+                .expect("tcp")
+                .with_behaviour(|_| libp2p_stream::Behaviour::new())
+                .expect("behaviour")
+                .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
+                .build();
+            swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr")).expect("listen");
+            let addr = loop {
+                if let libp2p::swarm::SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                    break address;
+                }
+            };
+            let peer = *swarm.local_peer_id();
+            let control = swarm.behaviour().new_control();
+            tokio::spawn(async move { while swarm.next().await.is_some() {} });
+            let state = Arc::new(State { key, peer, control, cheques: Arc::default(), challenges: Arc::default() });
+            (format!("{addr}/p2p/{peer}"), state)
+        });
+        let mut incoming = state.control.clone().accept(PROTOCOL).expect("accept the storage protocol");
+        let serving = state.clone();
+        runtime.spawn(async move {
+            while let Some((peer, stream)) = incoming.next().await {
+                tokio::spawn(serve(serving.clone(), peer, stream));
+            }
+        });
+        Liar {
+            addr,
+            peer: state.peer.to_string(),
+            cheques: state.cheques.clone(),
+            challenges: state.challenges.clone(),
+            _runtime: runtime,
+        }
+    }
+}
+
+async fn read_frame(stream: &mut Stream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > wire::MAX_MESSAGE {
+        return Err(std::io::Error::other(format!("frame of {len} bytes")));
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+async fn write_frame(stream: &mut Stream, body: &[u8]) -> std::io::Result<()> {
+    let len = u32::try_from(body.len()).map_err(std::io::Error::other)?;
+    stream.write_all(&len.to_be_bytes()).await?;
+    stream.write_all(body).await?;
+    stream.flush().await
+}
+
+async fn serve(state: Arc<State>, renter: PeerId, mut stream: Stream) {
+    let Ok(frame) = read_frame(&mut stream).await else { return };
+    let Ok(request) = wire::decode::<Request>(&frame) else { return };
+    let response = match request {
+        Request::Quote { .. } => {
+            let issued_at = now();
+            let ad = HostAd {
+                host: state.key.address(),
+                peer_id: state.peer.to_string(),
+                // Just under the honest hosts' price (`market.rs`), so that the renter picks this host first
+                // and what it would owe is not rounded to nothing.
+                price_per_gib_day: U256::from(999_999_999u64),
+                max_shard_size: 1 << 30,
+                free_space: 1 << 30,
+                min_duration: 1,
+                max_duration: 10 * 365 * 86_400,
+                chain_id: 0,
+                token: Default::default(),
+                settlement: SettlementKind::None,
+                issued_at,
+                expires_at: issued_at + 600,
+            };
+            Response::Quote(SignedHostAd::sign(ad, &state.key).expect("sign the ad"))
+        }
+        Request::Propose { contract } => {
+            let contract = contract.countersign(&state.key).expect("countersign");
+            // Claim the shard is stored without fetching a byte of it.
+            let notice = Request::Stored { contract_id: contract.contract.contract_id };
+            tokio::spawn(notify(state.clone(), renter, notice));
+            Response::Accepted { contract }
+        }
+        Request::Challenge { .. } => {
+            state.challenges.fetch_add(1, Ordering::Relaxed);
+            Response::Proof { path: vec![b"made-up node".to_vec()], leaf: vec![0x5a; 64 * 1024] }
+        }
+        Request::Pay { cheque, .. } => {
+            let cumulative = cheque.cheque.cumulative_payout;
+            state.cheques.lock().expect("not poisoned").push(cumulative);
+            Response::ChequeAccepted { cumulative }
+        }
+        Request::Release { .. } | Request::Stored { .. } => Response::Ack,
+    };
+    let Ok(body) = wire::encode(&response) else { return };
+    let _ = write_frame(&mut stream, &body).await;
+    let _ = stream.close().await;
+}
+
+async fn notify(state: Arc<State>, renter: PeerId, notice: Request) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let Ok(mut stream) = state.control.clone().open_stream(renter, PROTOCOL).await else { return };
+    let Ok(body) = wire::encode(&notice) else { return };
+    if write_frame(&mut stream, &body).await.is_ok() {
+        let _ = read_frame(&mut stream).await;
+    }
+}
