@@ -75,7 +75,7 @@ pub struct Contract {
     /// Total price over the whole contract, upfront part included.
     #[serde(with = "codec::u256")]
     pub price: U256,
-    /// Paid by the first cheque, before any challenge.
+    /// Paid by the first cheque, once the host has passed a challenge.
     #[serde(with = "codec::u256")]
     pub upfront: U256,
     /// Seconds per payment period.

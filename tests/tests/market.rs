@@ -1,9 +1,9 @@
 //! The storage market end to end, with real `btfs daemon` processes on 127.0.0.1 and the `none` settlement
-//! backend (cheques signed and verified, not cashed; `market_evm.rs` settles on a real chain): a renter
+//! backend (cheques signed and verified, not cashed), and once on a real chain (anvil, `evm` backend): a renter
 //! uploads to hosts found through the DHT, proofs pass and cheques arrive; m hosts die at once and the file
 //! still downloads; repair re-places lost shards on fresh hosts until the file has outlived more than m
 //! hosts; a host that deletes its shard is caught, stops being paid, and is replaced; a host that never held
-//! its shard and answers challenges with made-up bytes (`market/liar.rs`) is caught, paid nothing, and replaced.
+//! its shard and answers challenges with made-up bytes (`market/peers.rs`) is caught, paid nothing, and replaced.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -14,8 +14,8 @@ use btfs_tests::daemon::Daemon;
 use btfs_tests::write_chacha20_file;
 use serde_json::Value;
 
-#[path = "market/liar.rs"]
-mod liar;
+#[path = "market/peers.rs"]
+mod peers;
 
 /// Fast clocks for tests: a challenge every 3 s answered within 2 s, a payment period every 6 s.
 const MARKET_CONFIG: &[(&str, &str)] = &[
@@ -276,12 +276,11 @@ fn contract_with<'a>(contracts: &'a Value, peer: &str) -> &'a Value {
 fn a_host_that_serves_made_up_bytes_is_caught_paid_nothing_and_replaced() {
     let work = tempfile::tempdir().expect("tempdir");
     let m = Market::start(3);
-    let liar = liar::Liar::start();
+    let liar = peers::Liar::start();
     // The liar quotes the lowest price, so of these four the renter places a shard on it first; the
     // honest host left over takes the shard when it is repaired.
-    let named: Vec<String> = std::iter::once(liar.addr.clone())
-        .chain(m.hosts.iter().flatten().map(|h| format!("{}/p2p/{}", h.tcp_addr(), h.peer_id)))
-        .collect();
+    let named: Vec<String> =
+        std::iter::once(liar.addr.clone()).chain(m.hosts.iter().flatten().map(|h| h.tcp_addr().to_string())).collect();
     let hosts = named.join(",");
     let (cid, id, src) = upload_with(&m, work.path(), 1024 * 1024, 2, 1, &["--hosts", &hosts]);
     assert!(hosts_of(&status(&m.renter, &id)).contains(&liar.peer), "the cheapest host, the liar, holds a shard");
@@ -315,6 +314,110 @@ fn a_host_that_serves_made_up_bytes_is_caught_paid_nothing_and_replaced() {
     let cheques = liar.cheques.lock().expect("not poisoned").clone();
     assert!(cheques.is_empty(), "the liar was sent cheques: {cheques:?}");
     download_matches(&m.renter, &cid, &src, &work.path().join("after-liar"));
+}
+
+/// Storage-protocol messages a hostile peer might send a host, each answered with a refusal that names the
+/// problem or with the stream closed, none of them taking the host down: it quotes honestly afterwards.
+#[test]
+fn malformed_storage_messages_are_refused_and_the_host_keeps_serving() {
+    use btfs_contracts_client::wire::{RefuseCode, Request, Response};
+    use btfs_contracts_client::{B256, Cheque, Contract, NodeKey, SignedCheque, SignedContract, U256};
+    use peers::{Answer, RawPeer, frame};
+
+    let m = Market::start(1);
+    let host = m.hosts[0].as_ref().expect("running");
+    let raw = RawPeer::connect(host.tcp_addr());
+    let peer = host.peer_id.as_str();
+    let refused = |answer: Answer, code: RefuseCode, words: &str| match answer {
+        Answer::Response(r) => match *r {
+            Response::Refused { code: c, reason } => {
+                assert_eq!(c, code, "{reason}");
+                assert!(reason.contains(words), "refusal {reason:?} should say {words:?}");
+            }
+            other => panic!("expected a {code:?} refusal, got {other:?}"),
+        },
+        other => panic!("expected a {code:?} refusal, got {other:?}"),
+    };
+    // `hung_up`: the host ended the stream itself, rather than this side giving up waiting.
+    let closed = |answer: Answer, what: &str, hung_up: bool| match answer {
+        Answer::Closed(why) => {
+            assert!(!hung_up || !why.starts_with("no answer within"), "{what}: the host should hang up: {why}");
+        }
+        other => panic!("{what}: expected the stream closed, got {other:?}"),
+    };
+    let quick = Duration::from_secs(10);
+
+    // Framing: a length over the 4 MiB cap (refused before anything is allocated), a frame cut short, and
+    // an empty stream.
+    closed(raw.send(peer, &[0xff, 0xff, 0xff, 0xff, 1, 2, 3], true, quick), "a 4 GiB length", true);
+    closed(raw.send(peer, &[0, 0, 0, 100, 1, 2, 3], true, quick), "a frame cut short", true);
+    closed(raw.send(peer, &[], true, quick), "an empty stream", true);
+    // Bodies that are not a request: not CBOR, CBOR of another shape, a response where a request belongs.
+    refused(raw.send(peer, &frame(b"\xff\x00 not cbor"), true, quick), RefuseCode::Malformed, "malformed request");
+    refused(raw.send(peer, &frame(&[0xa1, 0x61, 0x78, 0x01]), true, quick), RefuseCode::Malformed, "malformed request");
+    let response = btfs_contracts_client::wire::encode(&Response::Ack).expect("encode");
+    refused(raw.send(peer, &frame(&response), true, quick), RefuseCode::Malformed, "malformed request");
+
+    // Well-formed requests that must not be believed.
+    let stranger = NodeKey::from_secret(&[7u8; 32]).expect("key");
+    let contract = Contract {
+        contract_id: B256::repeat_byte(1),
+        renter: stranger.address(),
+        host: stranger.address(),
+        shard_cid: b"not a cid".to_vec(),
+        shard_size: 1 << 20,
+        shard_index: 0,
+        upload_id: B256::repeat_byte(2),
+        start: 0,
+        end: 1,
+        price: U256::from(1u8),
+        upfront: U256::ZERO,
+        period: 1,
+        challenge_interval: 1,
+        challenge_deadline: 1,
+        failure_threshold: 1,
+        chain_id: 0,
+        token: Default::default(),
+        vault: Default::default(),
+    };
+    let signed = SignedContract::sign_renter(contract.clone(), &stranger).expect("sign");
+    refused(raw.request(peer, &Request::Propose { contract: signed }), RefuseCode::BadSignature, "was sent by");
+    // Signed by the sender itself, and still refused for its terms: a start long past, then a shard over the
+    // host's size limit.
+    let own = |c: Contract| Request::Propose { contract: SignedContract::sign_renter(c, &raw.key).expect("sign") };
+    let mine = Contract { renter: raw.key.address(), ..contract };
+    refused(raw.request(peer, &own(mine.clone())), RefuseCode::Terms, "too far in the past");
+    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let huge = Contract { start, end: start + 3600, shard_size: 1 << 50, ..mine };
+    refused(raw.request(peer, &own(huge)), RefuseCode::Terms, "above the maximum");
+    let id = B256::repeat_byte(9);
+    refused(
+        raw.request(peer, &Request::Challenge { contract_id: id, leaf_index: 0 }),
+        RefuseCode::UnknownContract,
+        "no contract",
+    );
+    let cheque = Cheque {
+        chain_id: 0,
+        vault: Default::default(),
+        beneficiary: stranger.address(),
+        cumulative_payout: U256::from(1_000_000u64),
+    };
+    let cheque = SignedCheque::sign(cheque, &stranger).expect("sign");
+    refused(raw.request(peer, &Request::Pay { contract_id: id, cheque }), RefuseCode::UnknownContract, "no contract");
+
+    // A stream that sends half a length and stalls does not hold the host up.
+    let stalled = std::thread::spawn({
+        let host_addr = host.tcp_addr().to_string();
+        let peer = peer.to_string();
+        move || RawPeer::connect(&host_addr).send(&peer, &[0, 0], false, Duration::from_secs(3))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let answer = raw.request(peer, &Request::Quote { shard_size: 1 << 20, duration_secs: 3600 });
+    let Answer::Response(response) = answer else { panic!("an honest quote request after the garbage: {answer:?}") };
+    let Response::Quote(ad) = *response else { panic!("an honest quote request after the garbage: {response:?}") };
+    assert_eq!(ad.ad.peer_id, host.peer_id);
+    closed(stalled.join().expect("join"), "a stalled request", false);
+    host.run_ok(&["id"]);
 }
 
 #[test]

@@ -1,7 +1,10 @@
-//! A host that lies: it speaks `/btfs/storage/1.0.0` well enough to win a contract (the cheapest quote,
-//! a valid countersignature, a prompt `Stored` notice) but never fetches the shard, and answers every
-//! challenge with bytes it made up. It runs in the test process on its own runtime and records the
-//! cheques it is sent, so a test can check that the renter paid it nothing.
+//! Hostile storage-protocol peers, run in the test process on runtimes of their own.
+//!
+//! `Liar` is a host that speaks `/btfs/storage/1.0.0` well enough to win a contract (the cheapest quote, a
+//! valid countersignature, a prompt `Stored` notice) but never fetches the shard, and answers every
+//! challenge with bytes it made up. It records the cheques it is sent, so a test can check that the renter
+//! paid it nothing. `RawPeer` writes whatever bytes a test gives it on a storage stream and reads what
+//! comes back.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,27 +47,12 @@ impl Liar {
         let secp = libp2p::identity::secp256k1::Keypair::generate();
         let key = NodeKey::from_secret(&secp.secret().to_bytes()).expect("node key");
         let identity = libp2p::identity::Keypair::from(secp);
-        let (addr, state) = runtime.block_on(async {
-            let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
-                .with_tokio()
-                .with_tcp(libp2p::tcp::Config::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
-                .expect("tcp")
-                .with_behaviour(|_| libp2p_stream::Behaviour::new())
-                .expect("behaviour")
-                .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
-                .build();
-            swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr")).expect("listen");
-            let addr = loop {
-                if let libp2p::swarm::SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
-                    break address;
-                }
-            };
-            let peer = *swarm.local_peer_id();
-            let control = swarm.behaviour().new_control();
-            tokio::spawn(async move { while swarm.next().await.is_some() {} });
-            let state = Arc::new(State { key, peer, control, cheques: Arc::default(), challenges: Arc::default() });
-            (format!("{addr}/p2p/{peer}"), state)
-        });
+        let (swarm, addr) = runtime.block_on(listening_swarm(identity));
+        let peer = *swarm.local_peer_id();
+        let control = swarm.behaviour().new_control();
+        runtime.spawn(drive(swarm));
+        let state = Arc::new(State { key, peer, control, cheques: Arc::default(), challenges: Arc::default() });
+        let addr = format!("{addr}/p2p/{peer}");
         let mut incoming = state.control.clone().accept(PROTOCOL).expect("accept the storage protocol");
         let serving = state.clone();
         runtime.spawn(async move {
@@ -80,6 +68,102 @@ impl Liar {
             _runtime: runtime,
         }
     }
+}
+
+type Swarm = libp2p::Swarm<libp2p_stream::Behaviour>;
+
+/// A swarm with only libp2p-stream, listening on a loopback port; returns once the port is bound.
+async fn listening_swarm(identity: libp2p::identity::Keypair) -> (Swarm, libp2p::Multiaddr) {
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
+        .with_tokio()
+        .with_tcp(libp2p::tcp::Config::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
+        .expect("tcp")
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
+        .build();
+    swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr")).expect("listen");
+    loop {
+        if let libp2p::swarm::SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+            return (swarm, address);
+        }
+    }
+}
+
+async fn drive(mut swarm: Swarm) {
+    while swarm.next().await.is_some() {}
+}
+
+/// A peer that sends raw bytes on storage-protocol streams. Its libp2p identity is a secp256k1 key, so what
+/// it signs with `key` is signed by the sending peer.
+pub(crate) struct RawPeer {
+    pub(crate) key: NodeKey,
+    control: libp2p_stream::Control,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// What came back on a stream: a response, or the stream's end with no (whole) frame.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Response(Box<Response>),
+    Closed(String),
+}
+
+impl RawPeer {
+    /// A new identity, connected to `addr` (a multiaddr ending in `/p2p/<peer id>`).
+    pub(crate) fn connect(addr: &str) -> Self {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let secp = libp2p::identity::secp256k1::Keypair::generate();
+        let key = NodeKey::from_secret(&secp.secret().to_bytes()).expect("node key");
+        let control = runtime.block_on(async {
+            let (mut swarm, _) = listening_swarm(secp.into()).await;
+            swarm.dial(addr.parse::<libp2p::Multiaddr>().expect("multiaddr")).expect("dial");
+            loop {
+                match swarm.select_next_some().await {
+                    libp2p::swarm::SwarmEvent::ConnectionEstablished { .. } => break,
+                    libp2p::swarm::SwarmEvent::OutgoingConnectionError { error, .. } => panic!("dial {addr}: {error}"),
+                    _ => {}
+                }
+            }
+            let control = swarm.behaviour().new_control();
+            tokio::spawn(drive(swarm));
+            control
+        });
+        RawPeer { key, control, runtime }
+    }
+
+    /// Opens a storage stream to `peer`, writes `bytes` (and closes its side if `close`), then waits up to
+    /// `wait` for a framed answer.
+    pub(crate) fn send(&self, peer: &str, bytes: &[u8], close: bool, wait: Duration) -> Answer {
+        let peer: PeerId = peer.parse().expect("peer id");
+        let mut control = self.control.clone();
+        self.runtime.block_on(async move {
+            let mut stream = control.open_stream(peer, PROTOCOL).await.expect("open a storage stream");
+            stream.write_all(bytes).await.expect("write");
+            stream.flush().await.expect("flush");
+            if close {
+                let _ = stream.close().await;
+            }
+            match tokio::time::timeout(wait, read_frame(&mut stream)).await {
+                Err(_) => Answer::Closed(format!("no answer within {wait:?}")),
+                Ok(Err(e)) => Answer::Closed(e.to_string()),
+                Ok(Ok(frame)) => Answer::Response(Box::new(wire::decode(&frame).expect("the host's answer decodes"))),
+            }
+        })
+    }
+
+    /// `request`, framed and sent.
+    pub(crate) fn request(&self, peer: &str, request: &Request) -> Answer {
+        self.send(peer, &frame(&wire::encode(request).expect("encode")), true, Duration::from_secs(10))
+    }
+}
+
+/// `body` behind its 4-byte big-endian length.
+pub(crate) fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
 }
 
 async fn read_frame(stream: &mut Stream) -> std::io::Result<Vec<u8>> {
