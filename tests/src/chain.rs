@@ -1,5 +1,6 @@
 //! A local EVM chain for tests: the `anvil` binary that npm `@foundry-rs/anvil` ships (installed by
-//! `scripts/setup.sh` under `contracts-client/solidity`), on 127.0.0.1 at a free port, killed on drop.
+//! `scripts/setup.sh` under `contracts-client/solidity`), on 127.0.0.1 at a free port, killed on drop. Its
+//! state is kept in a file, so a test can take the chain down (`stop`) and bring it back as it was (`restart`).
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -14,6 +15,9 @@ pub const DEV_KEY_0: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae7
 /// A running anvil.
 pub struct Anvil {
     child: Child,
+    port: u16,
+    /// Where anvil dumps its state when it stops and loads it from when it starts.
+    state: tempfile::TempDir,
     pub url: String,
     pub chain_id: u64,
 }
@@ -27,30 +31,56 @@ pub fn anvil_bin() -> PathBuf {
 impl Anvil {
     /// Starts anvil and waits until its JSON-RPC answers; panics (naming the fix) when the binary is missing.
     pub fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let state = tempfile::tempdir().expect("tempdir");
+        let child = Self::spawn(port, &state);
+        let mut anvil = Self { child, port, state, url: format!("http://127.0.0.1:{port}"), chain_id: 31337 };
+        anvil.wait_ready();
+        anvil
+    }
+
+    fn spawn(port: u16, state: &tempfile::TempDir) -> Child {
         let bin = anvil_bin();
         assert!(
             bin.exists(),
             "{} is missing: run scripts/setup.sh (npm ci in contracts-client/solidity)",
             bin.display()
         );
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let child = Command::new(&bin)
+        Command::new(&bin)
             .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--chain-id", "31337", "--silent"])
+            .arg("--state")
+            .arg(state.path().join("state.json"))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start anvil");
-        let url = format!("http://127.0.0.1:{port}");
-        let mut anvil = Self { child, url, chain_id: 31337 };
+            .expect("start anvil")
+    }
+
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while anvil.rpc("eth_chainId", json!([])).is_err() {
+        while self.rpc("eth_chainId", json!([])).is_err() {
             assert!(Instant::now() < deadline, "anvil did not answer within 30 s");
-            if let Ok(Some(status)) = anvil.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("anvil exited: {status}");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        anvil
+    }
+
+    /// Takes the chain down: anvil is asked to exit (SIGTERM), dumps its state, and its port refuses
+    /// connections until `restart`.
+    pub fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let status = self.child.wait().expect("wait for anvil");
+        assert!(self.state.path().join("state.json").exists(), "anvil ({status}) dumped no state");
+    }
+
+    /// Brings the chain back on the same port with the state it had when it stopped.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(self.port, &self.state);
+        self.wait_ready();
     }
 
     /// One JSON-RPC call; `Err` carries the error object or the transport error.

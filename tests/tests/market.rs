@@ -442,7 +442,7 @@ fn default_ten_plus_twenty_on_thirty_hosts_survives_losing_twenty_at_once() {
 /// end every token is still accounted for.
 #[test]
 fn evm_cheques_are_cashed_on_chain_and_balances_add_up() {
-    let anvil = Anvil::start();
+    let mut anvil = Anvil::start();
     let token = anvil.deploy_test_token();
     let chain_id = anvil.chain_id.to_string();
     let rpc = format!("\"{}\"", anvil.url);
@@ -525,11 +525,11 @@ fn evm_cheques_are_cashed_on_chain_and_balances_add_up() {
     }
     // Hosts go on cashing while the test reads, one balance at a time: take a snapshot in which the hosts'
     // balances did not move while the vault's was read.
-    let hosts_total = || cashed.iter().map(|(addr, _, _)| anvil.token_balance(&token, addr)).sum::<u128>();
+    let hosts_total = |anvil: &Anvil| cashed.iter().map(|(addr, _, _)| anvil.token_balance(&token, addr)).sum::<u128>();
     let (vault_now, total) = loop {
-        let before = hosts_total();
+        let before = hosts_total(&anvil);
         let vault_now = anvil.token_balance(&token, &vault);
-        if hosts_total() == before {
+        if hosts_total(&anvil) == before {
             break (vault_now, before);
         }
     };
@@ -542,6 +542,46 @@ fn evm_cheques_are_cashed_on_chain_and_balances_add_up() {
         vault_after <= reported && reported <= vault_now,
         "vault balance {reported} outside {vault_after}..={vault_now}: {b}"
     );
+
+    // The chain goes down for three payment periods (anvil stopped, its state kept). The nodes go on serving
+    // and proving; the renter goes on signing cheques, which the hosts cannot check against the vault and
+    // refuse for now; a command that needs the chain fails naming the endpoint. Once the chain is back the
+    // queued cheques are taken and cashed: the hosts hold on chain at least what the renter had paid by the
+    // end of the outage.
+    let sum = |field: &str| -> u128 {
+        json(&m.renter, &["storage", "contracts", "list"])["Contracts"].as_array().map_or(0, |a| {
+            a.iter()
+                .map(|c| match &c[field] {
+                    Value::String(v) => v.parse().unwrap_or(0),
+                    v => v.as_u64().map_or(0, u128::from),
+                })
+                .sum()
+        })
+    };
+    let (proofs_before, paid_before) = (sum("ProofsPassed"), sum("Paid"));
+    anvil.stop();
+    let down = Instant::now();
+    let out = m.renter.repo.run(&["vault", "balance"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "vault balance with the chain down must fail");
+    assert!(err.contains(&anvil.url) || err.contains("127.0.0.1"), "the error should name the endpoint: {err}");
+    std::thread::sleep(Duration::from_secs(18).saturating_sub(down.elapsed()));
+    m.renter.run_ok(&["id"]);
+    assert!(all_held(&status(&m.renter, &id)), "the upload stays healthy while the chain is down");
+    let (proofs_down, paid_down) = (sum("ProofsPassed"), sum("Paid"));
+    assert!(proofs_down >= proofs_before + 3, "proofs go on while the chain is down: {proofs_before} → {proofs_down}");
+    assert!(paid_down > paid_before, "cheques go on being signed while the chain is down: {paid_before} → {paid_down}");
+    anvil.restart();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while hosts_total(&anvil) < paid_down {
+        assert!(
+            Instant::now() < deadline,
+            "cheques queued during the outage were not cashed: hosts hold {}, the renter had paid {paid_down}",
+            hosts_total(&anvil)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let vault_now = anvil.token_balance(&token, &vault);
 
     // The renter withdraws part of what is left; the token comes back to its address.
     let back = vault_now / 2;
