@@ -170,6 +170,35 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// CPU time (user + system, seconds) of process `pid` so far, and of each of its threads by name (threads
+/// of one name summed). Linux `/proc`, in clock ticks of 1/100 s.
+pub fn cpu_secs(pid: u32) -> Option<(f64, Vec<(String, f64)>)> {
+    // Fields after the command name (which is in parentheses and may hold spaces): utime and stime are the
+    // 12th and 13th.
+    fn ticks(stat: &str) -> Option<(String, f64)> {
+        let open = stat.find('(')?;
+        let close = stat.rfind(')')?;
+        let name = stat.get(open + 1..close)?.to_string();
+        let mut rest = stat.get(close + 2..)?.split_whitespace();
+        let utime: f64 = rest.nth(11)?.parse().ok()?;
+        let stime: f64 = rest.next()?.parse().ok()?;
+        Some((name, (utime + stime) / 100.0))
+    }
+    let (_, total) = ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    let mut threads: Vec<(String, f64)> = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Some((name, secs)) = std::fs::read_to_string(task.path().join("stat")).ok().as_deref().and_then(ticks)
+        else {
+            continue;
+        };
+        match threads.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, sum)) => *sum += secs,
+            None => threads.push((name, secs)),
+        }
+    }
+    Some((total, threads))
+}
+
 /// A Helia node on 127.0.0.1 (`tests/js/helia-peer.mjs`), driven over stdin/stdout; stopped on drop.
 pub struct HeliaPeer {
     child: Child,

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use btfs_tests::daemon::{Daemon, peak_rss_kib};
+use btfs_tests::daemon::{Daemon, cpu_secs, peak_rss_kib};
 use btfs_tests::{js_dir, write_chacha20_file};
 
 fn arg(name: &str, default: u64) -> u64 {
@@ -25,6 +25,38 @@ fn timed_cat(fetcher: &Daemon, cid: &str) -> Result<f64> {
         bail!("btfs pin add {cid} failed");
     }
     Ok(start.elapsed().as_secs_f64())
+}
+
+/// CPU seconds of `receiver` and of `providers` together, and the receiver's per-thread split, over `f`.
+fn cpu_during<T>(receiver: &Daemon, providers: &[&Daemon], f: impl FnOnce() -> T) -> (T, String) {
+    let snapshot = || {
+        let (r, threads) = cpu_secs(receiver.pid()).unwrap_or_default();
+        let p: f64 = providers.iter().filter_map(|d| cpu_secs(d.pid())).map(|(t, _)| t).sum();
+        (r, p, threads)
+    };
+    let (r0, p0, t0) = snapshot();
+    let start = Instant::now();
+    let out = f();
+    let wall = start.elapsed().as_secs_f64();
+    let (r1, p1, t1) = snapshot();
+    let mut threads: Vec<(String, f64)> = t1
+        .into_iter()
+        .map(|(name, secs)| {
+            let before = t0.iter().find(|(n, _)| *n == name).map_or(0.0, |(_, s)| *s);
+            (name, secs - before)
+        })
+        .filter(|(_, secs)| *secs >= 0.05)
+        .collect();
+    threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let split: Vec<String> = threads.iter().take(5).map(|(n, s)| format!("{n} {s:.2}")).collect();
+    let line = format!(
+        "CPU over {wall:.2} s: receiver {:.2} s ({}), providers {:.2} s; {:.0}% of the 2 cores",
+        r1 - r0,
+        split.join(", "),
+        p1 - p0,
+        (r1 - r0 + p1 - p0) / wall / 2.0 * 100.0
+    );
+    (out, line)
 }
 
 fn main() -> Result<()> {
@@ -46,7 +78,8 @@ fn main() -> Result<()> {
 
     let one = Daemon::start(&[]);
     one.run_ok(&["swarm", "connect", providers[0].tcp_addr()]);
-    let secs = timed_cat(&one, &cid)?;
+    let (secs, cpu_one) = cpu_during(&one, &[&providers[0]], || timed_cat(&one, &cid));
+    let secs = secs?;
     let rss = peak_rss_kib(one.pid()).unwrap_or(0) / 1024;
     let one_speed = mb / secs;
     println!("| btfs → btfs, 1 provider | {secs:.2} s | {one_speed:.0} MB/s | {rss} MiB |");
@@ -55,10 +88,14 @@ fn main() -> Result<()> {
     for p in &providers {
         three.run_ok(&["swarm", "connect", p.tcp_addr()]);
     }
-    let secs = timed_cat(&three, &cid)?;
+    let all: Vec<&Daemon> = providers.iter().collect();
+    let (secs, cpu_three) = cpu_during(&three, &all, || timed_cat(&three, &cid));
+    let secs = secs?;
     let rss = peak_rss_kib(three.pid()).unwrap_or(0) / 1024;
     let three_speed = mb / secs;
     println!("| btfs → btfs, 3 providers at once | {secs:.2} s | {three_speed:.0} MB/s | {rss} MiB |");
+    println!("(1 provider: {cpu_one})");
+    println!("(3 providers: {cpu_three})");
     // What the receiver got twice: wants sent to more than one provider cost both ends CPU for nothing.
     let stat: serde_json::Value = serde_json::from_str(&three.run_ok(&["bitswap", "stat", "--enc", "json"]))?;
     let count = |k: &str| stat[k].as_u64().unwrap_or(0);
