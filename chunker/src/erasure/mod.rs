@@ -28,6 +28,9 @@ use crate::hash::{self, HashFunction, VerifyError};
 use crate::import::{DEFAULT_CHUNK_SIZE, DEFAULT_MAX_LINKS, MAX_CHUNK_SIZE};
 use crate::walk::{MAX_DEPTH, NodeError, UnixfsNode};
 
+mod parity;
+pub use parity::{Kernel, ParityCoder};
+
 /// At most this many shards in all: Reed-Solomon over GF(2^8) has 256 distinct evaluation points.
 pub const MAX_SHARDS: usize = 256;
 /// The largest piece: kubo's largest chunk (1 MiB), so that every piece is one leaf and every block stays
@@ -222,11 +225,9 @@ impl ShardFileBuilder {
 #[derive(Debug)]
 pub struct ShardEncoder {
     params: ErasureParams,
-    codec: ReedSolomon,
+    coder: ParityCoder,
     /// The open stripe's data pieces; all before `filling` are full, the rest empty.
     data: Vec<Vec<u8>>,
-    /// Parity output of the codec, `piece_size` bytes each (empty with workers: they make their own).
-    parity: Vec<Vec<u8>>,
     filling: usize,
     files: Vec<ShardFileBuilder>,
     file_size: u64,
@@ -258,12 +259,12 @@ struct StripeWorkers {
 }
 
 impl StripeWorkers {
-    fn start(threads: usize, params: ErasureParams, codec: &ReedSolomon) -> Self {
+    fn start(threads: usize, coder: &ParityCoder) -> Self {
         let (jobs, queue) = std::sync::mpsc::sync_channel::<StripeJob>(1);
         let (finished, done) = std::sync::mpsc::channel::<StripeDone>();
         let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
         for _ in 0..threads {
-            let (queue, finished, codec) = (queue.clone(), finished.clone(), codec.clone());
+            let (queue, finished, coder) = (queue.clone(), finished.clone(), coder.clone());
             // A worker ends when the encoder drops its end of the job queue.
             std::thread::spawn(move || {
                 loop {
@@ -275,12 +276,9 @@ impl StripeWorkers {
                     // A panic is reported as this stripe's result: the other workers keep the channel open,
                     // so the encoder would otherwise wait for the stripe forever.
                     let encode = std::panic::AssertUnwindSafe(|| {
-                        let mut parity: Vec<Vec<u8>> =
-                            (0..params.parity_shards).map(|_| vec![0u8; params.piece_size]).collect();
-                        codec
-                            .encode_sep(&data, &mut parity)
-                            .map(|()| data.into_iter().chain(parity).map(|p| SHARD_FILE.leaf(p)).collect())
-                            .map_err(ErasureError::from)
+                        coder
+                            .encode_new(&data)
+                            .map(|parity| data.into_iter().chain(parity).map(|p| SHARD_FILE.leaf(p)).collect())
                     });
                     let leaves = std::panic::catch_unwind(encode).unwrap_or(Err(ErasureError::BugThread));
                     if finished.send((seq, leaves)).is_err() {
@@ -315,13 +313,18 @@ impl StripeWorkers {
 impl ShardEncoder {
     /// An encoder for `params`, which must validate.
     pub fn new(params: ErasureParams) -> Result<Self, ErasureError> {
-        let codec = params.codec()?;
+        Self::with_kernel(params, Kernel::detect())
+    }
+
+    /// An encoder for `params` whose parity comes from `kernel` (where this CPU runs it; the codec's
+    /// otherwise): the benchmark's way to compare kernels. The shards are the same whatever the kernel.
+    pub fn with_kernel(params: ErasureParams, kernel: Kernel) -> Result<Self, ErasureError> {
+        let coder = ParityCoder::with_kernel(params, kernel)?;
         let piece = params.piece_size;
         Ok(Self {
             params,
-            codec,
+            coder,
             data: (0..params.data_shards).map(|_| Vec::with_capacity(piece)).collect(),
-            parity: (0..params.parity_shards).map(|_| vec![0u8; piece]).collect(),
             filling: 0,
             files: (0..params.total_shards()).map(|_| ShardFileBuilder::new(piece)).collect(),
             file_size: 0,
@@ -331,16 +334,12 @@ impl ShardEncoder {
     }
 
     /// Encodes on `threads` threads (default 1: no thread is started). With two or more, each thread takes
-    /// whole stripes, parity and leaf hashing both (the hashing is of `(k + m) / k` times the input and costs
-    /// about what the parity does), while the caller's thread fills the next stripes. The blocks still reach
+    /// whole stripes, parity and leaf hashing both (the hashing is of `(k + m) / k` times the input and, with the
+    /// GFNI kernel, costs more than the parity), while the caller's thread fills the next stripes. The blocks still reach
     /// `emit` in the same order, on the caller's thread, up to `threads + 1` stripes later than without
     /// threads; memory grows by as many stripes.
     pub fn with_threads(mut self, threads: NonZeroUsize) -> Self {
-        self.workers = (threads.get() > 1).then(|| StripeWorkers::start(threads.get(), self.params, &self.codec));
-        if self.workers.is_some() {
-            // Workers make their own parity buffers.
-            self.parity = Vec::new();
-        }
+        self.workers = (threads.get() > 1).then(|| StripeWorkers::start(threads.get(), &self.coder));
         self
     }
 
@@ -376,9 +375,7 @@ impl ShardEncoder {
             self.data.iter_mut().map(|buf| std::mem::replace(buf, Vec::with_capacity(piece))).collect();
         match &mut self.workers {
             None => {
-                self.codec.encode_sep(&data, &mut self.parity)?;
-                // The codec overwrites every parity byte, so the fresh buffers' zeroes are never read.
-                let parity = self.parity.iter_mut().map(|buf| std::mem::replace(buf, vec![0u8; piece]));
+                let parity = self.coder.encode_new(&data)?;
                 for (file, piece) in self.files.iter_mut().zip(data.into_iter().chain(parity)) {
                     file.push_owned(piece, emit)?;
                 }
