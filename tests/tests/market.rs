@@ -272,11 +272,13 @@ fn contract_with<'a>(contracts: &'a Value, peer: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no contract with {peer}: {contracts:#}"))
 }
 
-#[test]
-fn a_host_that_serves_made_up_bytes_is_caught_paid_nothing_and_replaced() {
+/// A `Liar` that cheats by `conduct` wins a shard (it quotes the lowest price), is caught by its challenges
+/// (the contract lost, every proof failed, the reason saying `reason`), is paid nothing (not a cheque), and its
+/// shard is moved to the honest host left over; the file still downloads.
+fn a_cheating_host_is_caught_paid_nothing_and_replaced(conduct: peers::Conduct, reason: &str) {
     let work = tempfile::tempdir().expect("tempdir");
     let m = Market::start(3);
-    let liar = peers::Liar::start();
+    let liar = peers::Liar::start(conduct);
     // The liar quotes the lowest price, so of these four the renter places a shard on it first; the
     // honest host left over takes the shard when it is repaired.
     let named: Vec<String> =
@@ -295,7 +297,7 @@ fn a_host_that_serves_made_up_bytes_is_caught_paid_nothing_and_replaced() {
     assert_eq!(lied["State"], "lost", "{lied:#}");
     assert_eq!(lied["ProofsPassed"], 0, "{lied:#}");
     assert!(lied["ProofsFailed"].as_u64().unwrap_or(0) >= 2, "{lied:#}");
-    assert!(lied["Reason"].as_str().unwrap_or_default().contains("wrong proof"), "{lied:#}");
+    assert!(lied["Reason"].as_str().unwrap_or_default().contains(reason), "the reason should say {reason:?}: {lied:#}");
     assert_eq!(lied["Paid"], "0", "{lied:#}");
 
     // Honest hosts are paid (the upfront part after their first proof), the liar never: not a cheque.
@@ -316,6 +318,57 @@ fn a_host_that_serves_made_up_bytes_is_caught_paid_nothing_and_replaced() {
     download_matches(&m.renter, &cid, &src, &work.path().join("after-liar"));
 }
 
+#[test]
+fn a_host_that_serves_made_up_bytes_is_caught_paid_nothing_and_replaced() {
+    a_cheating_host_is_caught_paid_nothing_and_replaced(peers::Conduct::MadeUpProofs, "wrong proof");
+}
+
+/// Late is as bad as wrong: a host that answers after `Storage.ChallengeDeadline` fails the challenge
+/// whatever it sends.
+#[test]
+fn a_host_that_answers_challenges_late_is_caught_paid_nothing_and_replaced() {
+    a_cheating_host_is_caught_paid_nothing_and_replaced(peers::Conduct::LateProofs, "did not answer within 2 s");
+}
+
+/// A host that countersigns and then disappears (before fetching the shard or saying `Stored`) is noticed
+/// within seconds, not after the minute a shard's fetch is allowed, and the shard goes to another host.
+#[test]
+fn a_host_that_vanishes_mid_upload_is_replaced() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let m = Market::start(3);
+    let liar = peers::Liar::start(peers::Conduct::Vanishes);
+    let named: Vec<String> =
+        std::iter::once(liar.addr.clone()).chain(m.hosts.iter().flatten().map(|h| h.tcp_addr().to_string())).collect();
+    let hosts = named.join(",");
+    // `--wait` returns once every shard is held: here, by the three honest hosts.
+    let (cid, id, src) = upload_with(&m, work.path(), 1024 * 1024, 2, 1, &["--hosts", &hosts]);
+    let s = status(&m.renter, &id);
+    assert!(all_held(&s), "{s:#}");
+    assert!(!hosts_of(&s).contains(&liar.peer), "the vanished host holds no shard: {s:#}");
+    let contracts = json(&m.renter, &["storage", "contracts", "list"]);
+    let vanished = contract_with(&contracts, &liar.peer);
+    assert_eq!(vanished["State"], "failed", "{vanished:#}");
+    assert!(vanished["Reason"].as_str().unwrap_or_default().contains("vanished"), "{vanished:#}");
+    assert_eq!(vanished["Paid"], "0", "{vanished:#}");
+    assert!(liar.cheques.lock().expect("not poisoned").is_empty(), "the vanished host was sent cheques");
+    download_matches(&m.renter, &cid, &src, &work.path().join("after-vanish"));
+}
+
+/// Asserts that `answer` is a refusal with `code` whose reason says `words`.
+fn assert_refused(answer: peers::Answer, code: btfs_contracts_client::wire::RefuseCode, words: &str) {
+    use btfs_contracts_client::wire::Response;
+    match answer {
+        peers::Answer::Response(r) => match *r {
+            Response::Refused { code: c, reason } => {
+                assert_eq!(c, code, "{reason}");
+                assert!(reason.contains(words), "refusal {reason:?} should say {words:?}");
+            }
+            other => panic!("expected a {code:?} refusal saying {words:?}, got {other:?}"),
+        },
+        other => panic!("expected a {code:?} refusal saying {words:?}, got {other:?}"),
+    }
+}
+
 /// Storage-protocol messages a hostile peer might send a host, each answered with a refusal that names the
 /// problem or with the stream closed, none of them taking the host down: it quotes honestly afterwards.
 #[test]
@@ -328,16 +381,7 @@ fn malformed_storage_messages_are_refused_and_the_host_keeps_serving() {
     let host = m.hosts[0].as_ref().expect("running");
     let raw = RawPeer::connect(host.tcp_addr());
     let peer = host.peer_id.as_str();
-    let refused = |answer: Answer, code: RefuseCode, words: &str| match answer {
-        Answer::Response(r) => match *r {
-            Response::Refused { code: c, reason } => {
-                assert_eq!(c, code, "{reason}");
-                assert!(reason.contains(words), "refusal {reason:?} should say {words:?}");
-            }
-            other => panic!("expected a {code:?} refusal, got {other:?}"),
-        },
-        other => panic!("expected a {code:?} refusal, got {other:?}"),
-    };
+    let refused = assert_refused;
     // `hung_up`: the host ended the stream itself, rather than this side giving up waiting.
     let closed = |answer: Answer, what: &str, hung_up: bool| match answer {
         Answer::Closed(why) => {
@@ -417,6 +461,90 @@ fn malformed_storage_messages_are_refused_and_the_host_keeps_serving() {
     let Response::Quote(ad) = *response else { panic!("an honest quote request after the garbage: {response:?}") };
     assert_eq!(ad.ad.peer_id, host.peer_id);
     closed(stalled.join().expect("join"), "a stalled request", false);
+    host.run_ok(&["id"]);
+}
+
+/// A host daemon checks every cheque a renter sends under a real contract: a replayed, a lower, a forged, a
+/// tampered, a misdirected and a wrong-chain cheque are each refused with the reason, none of them moves
+/// what the host counts as paid, and honest cheques before and after them are accepted.
+#[test]
+fn a_host_refuses_bad_cheques_and_counts_only_the_good_ones() {
+    use btfs_contracts_client::wire::{RefuseCode, Request, Response};
+    use btfs_contracts_client::{B256, Cheque, Contract, NodeKey, SignedCheque, SignedContract, U256, quote_price};
+    use peers::{Answer, RawPeer};
+
+    let m = Market::start(1);
+    let host = m.hosts[0].as_ref().expect("running");
+    let raw = RawPeer::connect(host.tcp_addr());
+    let peer = host.peer_id.as_str();
+    let answer = |request: &Request| match raw.request(peer, request) {
+        Answer::Response(r) => *r,
+        other => panic!("no answer to {request:?}: {other:?}"),
+    };
+
+    // The raw peer is the renter: it asks for a quote and proposes a contract on the host's terms.
+    let (shard_size, secs) = (1u64 << 20, 3600u64);
+    let Response::Quote(ad) = answer(&Request::Quote { shard_size, duration_secs: secs }) else { panic!("no quote") };
+    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let contract_id = B256::repeat_byte(0x42);
+    let contract = Contract {
+        contract_id,
+        renter: raw.key.address(),
+        host: ad.ad.host,
+        shard_cid: btfs_chunker::erasure::SHARD_FILE.leaf(vec![7u8; 64]).0.cid.to_bytes(),
+        shard_size,
+        shard_index: 0,
+        upload_id: B256::repeat_byte(0x43),
+        start,
+        end: start + secs,
+        price: quote_price(shard_size, secs, ad.ad.price_per_gib_day),
+        upfront: U256::ZERO,
+        period: 6,
+        challenge_interval: 3,
+        challenge_deadline: 2,
+        failure_threshold: 2,
+        chain_id: 0,
+        token: Default::default(),
+        vault: Default::default(),
+    };
+    let signed = SignedContract::sign_renter(contract, &raw.key).expect("sign");
+    let accepted = answer(&Request::Propose { contract: signed });
+    assert!(
+        matches!(accepted, Response::Accepted { .. }),
+        "the host should sign a contract on its own terms: {accepted:?}"
+    );
+
+    let cheque = |cumulative: u64| Cheque {
+        chain_id: 0,
+        vault: Default::default(),
+        beneficiary: ad.ad.host,
+        cumulative_payout: U256::from(cumulative),
+    };
+    let pay = |cheque: SignedCheque| raw.request(peer, &Request::Pay { contract_id, cheque });
+    let accepted = |answer: Answer, cumulative: u64| match answer {
+        Answer::Response(r) if matches!(*r, Response::ChequeAccepted { cumulative: got } if got == U256::from(cumulative)) =>
+            {}
+        other => panic!("the cheque for {cumulative} should be accepted: {other:?}"),
+    };
+    let refused = |answer: Answer, words: &str| assert_refused(answer, RefuseCode::Cheque, words);
+    let mine = |c: Cheque| SignedCheque::sign(c, &raw.key).expect("sign");
+
+    accepted(pay(mine(cheque(100))), 100);
+    refused(pay(mine(cheque(100))), "does not raise the last accepted 100");
+    refused(pay(mine(cheque(50))), "does not raise the last accepted 100");
+    let stranger = NodeKey::from_secret(&[7u8; 32]).expect("key");
+    refused(pay(SignedCheque::sign(cheque(500), &stranger).expect("sign")), "not the vault's issuer");
+    let mut tampered = mine(cheque(300));
+    tampered.cheque.cumulative_payout = U256::from(3_000_000u64);
+    refused(pay(tampered), "not the vault's issuer");
+    refused(pay(mine(Cheque { beneficiary: stranger.address(), ..cheque(600) })), "not this host");
+    refused(pay(mine(Cheque { chain_id: 5, ..cheque(700) })), "chain id 5");
+    accepted(pay(mine(cheque(250))), 250);
+
+    // What the host's operator sees: 250 received under the contract, no more.
+    let contracts = json(host, &["storage", "contracts", "list"]);
+    let c = contract_with(&contracts, &raw.peer);
+    assert_eq!(c["Paid"], "250", "{c:#}");
     host.run_ok(&["id"]);
 }
 

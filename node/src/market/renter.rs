@@ -43,6 +43,11 @@ const MAX_HOSTS: usize = 200;
 const SHARD_STALL: Duration = Duration::from_secs(15);
 /// Blocks written to the store at once while encoding.
 const WRITE_BATCH: usize = 64;
+/// While a renter waits for a host's `Stored`, it checks every `REACH_PROBE` that the host is still there
+/// (connected, or reachable by a new dial); a host unreachable this many times in a row has vanished, and the
+/// shard goes to the next candidate without waiting out the fetch allowance (a minute and more).
+const VANISHED_AFTER: u32 = 3;
+const REACH_PROBE: Duration = Duration::from_secs(1);
 
 /// What `storage upload` was asked for.
 #[derive(Debug, Clone)]
@@ -577,31 +582,57 @@ impl Market {
         // The host fetches the shard now; give it time in proportion to the size (at 1 MB/s at worst).
         let wait = Duration::from_secs(60 + upload.shard_size / 1_000_000);
         let deadline = tokio::time::Instant::now() + wait;
+        let mut next_probe = tokio::time::Instant::now() + REACH_PROBE;
+        let mut unreachable = 0u32;
+        let mut vanished = None;
         loop {
             let lookup = id.clone();
             let state = self.blocking(move |m| m.contract_record(&lookup)).await??.map(|r| r.state);
             match state {
                 Some(ContractState::Active) => return Ok(()),
                 Some(ContractState::Placed) if tokio::time::Instant::now() < deadline => {
+                    if tokio::time::Instant::now() >= next_probe {
+                        let dial = tokio::time::timeout(REACH_PROBE * 5, self.network.swarm.connect_peer(peer)).await;
+                        match dial {
+                            Ok(Ok(_)) => unreachable = 0,
+                            Ok(Err(reason)) => {
+                                unreachable += 1;
+                                vanished = Some(reason);
+                            }
+                            Err(_) => {
+                                unreachable += 1;
+                                vanished = Some(format!("no connection within {} s", (REACH_PROBE * 5).as_secs()));
+                            }
+                        }
+                        if unreachable >= VANISHED_AFTER {
+                            break;
+                        }
+                        next_probe = tokio::time::Instant::now() + REACH_PROBE;
+                    }
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }
                 _ => break,
             }
         }
+        let reason = match vanished.filter(|_| unreachable >= VANISHED_AFTER) {
+            Some(last) => format!("the host vanished before confirming it holds the shard ({last})"),
+            None => format!("the host did not confirm it holds the shard within {} s", wait.as_secs()),
+        };
+        tracing::warn!(contract = %id, host = %peer, %reason, "shard not placed");
         let _ledger = self.ledger.lock().await;
-        let lookup = id.clone();
+        let (lookup, recorded) = (id.clone(), reason.clone());
         self.blocking(move |m| -> Result<(), MarketError> {
             if let Some(mut r) = m.contract_record(&lookup)?
                 && r.state == ContractState::Placed
             {
                 r.state = ContractState::Failed;
-                r.reason = Some("the host never confirmed it holds the shard".into());
+                r.reason = Some(recorded);
                 records::Batch::default().contract(&r).write(m.store())?;
             }
             Ok(())
         })
         .await??;
-        Err(MarketError::Failed(format!("host {peer} did not confirm it holds the shard within {} s", wait.as_secs())))
+        Err(MarketError::Failed(format!("host {peer}: {reason}")))
     }
 
     /// A host says it holds the shard of one of our contracts.

@@ -1,10 +1,10 @@
 //! Hostile storage-protocol peers, run in the test process on runtimes of their own.
 //!
 //! `Liar` is a host that speaks `/btfs/storage/1.0.0` well enough to win a contract (the cheapest quote, a
-//! valid countersignature, a prompt `Stored` notice) but never fetches the shard, and answers every
-//! challenge with bytes it made up. It records the cheques it is sent, so a test can check that the renter
-//! paid it nothing. `RawPeer` writes whatever bytes a test gives it on a storage stream and reads what
-//! comes back.
+//! valid countersignature) but never fetches the shard. What it does next is its [`Conduct`]: claim the shard
+//! is stored and answer every challenge with bytes it made up, or too late, or vanish before saying anything.
+//! It records the cheques it is sent, so a test can check that the renter paid it nothing. `RawPeer` writes
+//! whatever bytes a test gives it on a storage stream and reads what comes back.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,21 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
 
 const PROTOCOL: StreamProtocol = StreamProtocol::new(wire::PROTOCOL);
+
+/// How a [`Liar`] cheats once it has won a contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Conduct {
+    /// Says `Stored` at once, and answers every challenge promptly with made-up bytes.
+    MadeUpProofs,
+    /// Says `Stored` at once, and answers every challenge after `LATE`, past the tests' 2 s deadline.
+    LateProofs,
+    /// Countersigns, then shuts down (listener and connections) without ever saying `Stored`: a host that
+    /// vanishes mid-upload.
+    Vanishes,
+}
+
+/// How late a [`Conduct::LateProofs`] liar answers: past `Storage.ChallengeDeadline` in `market.rs`.
+const LATE: Duration = Duration::from_secs(4);
 
 pub(crate) struct Liar {
     /// Its TCP multiaddr with `/p2p/<peer id>`, for `--hosts`.
@@ -34,6 +49,9 @@ struct State {
     control: libp2p_stream::Control,
     cheques: Arc<Mutex<Vec<U256>>>,
     challenges: Arc<AtomicU64>,
+    conduct: Conduct,
+    /// Ends the swarm task, closing every connection and the listener.
+    stop: Arc<tokio::sync::Notify>,
 }
 
 fn now() -> u64 {
@@ -41,7 +59,7 @@ fn now() -> u64 {
 }
 
 impl Liar {
-    pub(crate) fn start() -> Self {
+    pub(crate) fn start(conduct: Conduct) -> Self {
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
         let secp = libp2p::identity::secp256k1::Keypair::generate();
@@ -50,8 +68,10 @@ impl Liar {
         let (swarm, addr) = runtime.block_on(listening_swarm(identity));
         let peer = *swarm.local_peer_id();
         let control = swarm.behaviour().new_control();
-        runtime.spawn(drive(swarm));
-        let state = Arc::new(State { key, peer, control, cheques: Arc::default(), challenges: Arc::default() });
+        let stop = Arc::new(tokio::sync::Notify::new());
+        runtime.spawn(drive(swarm, Some(stop.clone())));
+        let state =
+            Arc::new(State { key, peer, control, cheques: Arc::default(), challenges: Arc::default(), conduct, stop });
         let addr = format!("{addr}/p2p/{peer}");
         let mut incoming = state.control.clone().accept(PROTOCOL).expect("accept the storage protocol");
         let serving = state.clone();
@@ -90,14 +110,29 @@ async fn listening_swarm(identity: libp2p::identity::Keypair) -> (Swarm, libp2p:
     }
 }
 
-async fn drive(mut swarm: Swarm) {
-    while swarm.next().await.is_some() {}
+/// Runs the swarm until `stop` (if any) is notified; dropping it then closes its connections and listener.
+async fn drive(mut swarm: Swarm, stop: Option<Arc<tokio::sync::Notify>>) {
+    let stopped = async {
+        match stop {
+            Some(stop) => stop.notified().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            event = swarm.next() => if event.is_none() { return },
+            () = &mut stopped => return,
+        }
+    }
 }
 
 /// A peer that sends raw bytes on storage-protocol streams. Its libp2p identity is a secp256k1 key, so what
 /// it signs with `key` is signed by the sending peer.
 pub(crate) struct RawPeer {
     pub(crate) key: NodeKey,
+    /// Its peer id, as a host lists it beside the contracts it signed with this peer.
+    pub(crate) peer: String,
     control: libp2p_stream::Control,
     runtime: tokio::runtime::Runtime,
 }
@@ -116,6 +151,7 @@ impl RawPeer {
             tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
         let secp = libp2p::identity::secp256k1::Keypair::generate();
         let key = NodeKey::from_secret(&secp.secret().to_bytes()).expect("node key");
+        let peer = libp2p::identity::PublicKey::from(secp.public().clone()).to_peer_id().to_string();
         let control = runtime.block_on(async {
             let (mut swarm, _) = listening_swarm(secp.into()).await;
             swarm.dial(addr.parse::<libp2p::Multiaddr>().expect("multiaddr")).expect("dial");
@@ -127,10 +163,10 @@ impl RawPeer {
                 }
             }
             let control = swarm.behaviour().new_control();
-            tokio::spawn(drive(swarm));
+            tokio::spawn(drive(swarm, None));
             control
         });
-        RawPeer { key, control, runtime }
+        RawPeer { key, peer, control, runtime }
     }
 
     /// Opens a storage stream to `peer`, writes `bytes` (and closes its side if `close`), then waits up to
@@ -211,13 +247,18 @@ async fn serve(state: Arc<State>, renter: PeerId, mut stream: Stream) {
         }
         Request::Propose { contract } => {
             let contract = contract.countersign(&state.key).expect("countersign");
-            // Claim the shard is stored without fetching a byte of it.
-            let notice = Request::Stored { contract_id: contract.contract.contract_id };
-            tokio::spawn(notify(state.clone(), renter, notice));
+            if state.conduct != Conduct::Vanishes {
+                // Claim the shard is stored without fetching a byte of it.
+                let notice = Request::Stored { contract_id: contract.contract.contract_id };
+                tokio::spawn(notify(state.clone(), renter, notice));
+            }
             Response::Accepted { contract }
         }
         Request::Challenge { .. } => {
             state.challenges.fetch_add(1, Ordering::Relaxed);
+            if state.conduct == Conduct::LateProofs {
+                tokio::time::sleep(LATE).await;
+            }
             Response::Proof { path: vec![b"made-up node".to_vec()], leaf: vec![0x5a; 64 * 1024] }
         }
         Request::Pay { cheque, .. } => {
@@ -227,9 +268,13 @@ async fn serve(state: Arc<State>, renter: PeerId, mut stream: Stream) {
         }
         Request::Release { .. } | Request::Stored { .. } => Response::Ack,
     };
+    let vanish = state.conduct == Conduct::Vanishes && matches!(response, Response::Accepted { .. });
     let Ok(body) = wire::encode(&response) else { return };
     let _ = write_frame(&mut stream, &body).await;
     let _ = stream.close().await;
+    if vanish {
+        state.stop.notify_one();
+    }
 }
 
 async fn notify(state: Arc<State>, renter: PeerId, notice: Request) {
