@@ -130,11 +130,13 @@ impl Market {
         if record.state == ContractState::Active && !record.upfront_paid && record.proofs_passed > 0 {
             self.pay(&record.id, None).await?;
         }
-        // Periods that ended: pay each unless a challenge in it failed.
+        // Periods that ended: pay each unless a challenge in it failed. None is paid before the first passed
+        // proof (the upfront part marks it): a period in which no challenge was judged is not evidence of
+        // anything, and a host that has never proved it holds the shard earns nothing.
         let period = terms.period.max(1);
         let elapsed = (t.saturating_sub(terms.start) / period).min(terms.periods());
         let record = self.contract_record(&record.id)?.ok_or_else(|| MarketError::NoContract(record.id.clone()))?;
-        if record.state == ContractState::Active {
+        if record.state == ContractState::Active && record.upfront_paid {
             for p in record.periods_settled + 1..=elapsed {
                 self.pay(&record.id, Some(p)).await?;
             }
@@ -168,6 +170,9 @@ impl Market {
         let shard = Cid::try_from(record.shard_cid.as_str()).map_err(|e| MarketError::Failed(e.to_string()))?;
         let peer: PeerId = record.peer.parse().map_err(|_| MarketError::Failed("bad peer id".into()))?;
         let req = Request::Challenge { contract_id: terms.contract_id, leaf_index: index };
+        // A failure counts against the period the challenge was issued in, not the one its deadline ran out
+        // in: a late answer near a period's end must not leave that period looking clean.
+        let issued = now();
         let verdict = match proto::request(self, peer, &req, deadline).await {
             Ok(Response::Proof { path, leaf }) => proof::verify(&shard, index, piece, &StorageProof { path, leaf })
                 .map_err(|e| format!("wrong proof for leaf {index}: {e}")),
@@ -179,7 +184,7 @@ impl Market {
         let interval = c.challenge_interval.as_secs();
         let threshold = c.failure_threshold;
         let period = terms.period.max(1);
-        let current_period = now().saturating_sub(terms.start) / period + 1;
+        let current_period = issued.saturating_sub(terms.start) / period + 1;
         let passed = verdict.is_ok();
         match &verdict {
             Ok(()) => tracing::debug!(contract = %record.id, index, "proof passed"),

@@ -273,6 +273,9 @@ async fn serve(state: Arc<State>, renter: PeerId, mut stream: Stream) {
     let _ = write_frame(&mut stream, &body).await;
     let _ = stream.close().await;
     if vanish {
+        // Long enough for the renter to have read the countersigned contract and recorded it: the host
+        // vanishes mid-upload, not mid-proposal.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         state.stop.notify_one();
     }
 }
