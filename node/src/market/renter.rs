@@ -43,11 +43,15 @@ const MAX_HOSTS: usize = 200;
 const SHARD_STALL: Duration = Duration::from_secs(15);
 /// Blocks written to the store at once while encoding.
 const WRITE_BATCH: usize = 64;
-/// While a renter waits for a host's `Stored`, it checks every `REACH_PROBE` that the host is still there
-/// (connected, or reachable by a new dial); a host unreachable this many times in a row has vanished, and the
-/// shard goes to the next candidate without waiting out the fetch allowance (a minute and more).
-const VANISHED_AFTER: u32 = 3;
+/// While a renter waits for a host's `Stored`, it checks every `REACH_PROBE` that the host is still there:
+/// connected, or reachable by a new dial.
 const REACH_PROBE: Duration = Duration::from_secs(1);
+/// How long one reachability probe may take (a dial to a silent address waits for the TCP timeout otherwise).
+const REACH_DIAL: Duration = Duration::from_secs(5);
+/// A host that no probe reached for this long without a break has vanished: the shard goes to the next
+/// candidate without waiting out the fetch allowance (a minute and more). Long enough that a blip in either
+/// side's network does not cost an honest host its contract.
+const VANISHED_AFTER: Duration = Duration::from_secs(10);
 
 /// What `storage upload` was asked for.
 #[derive(Debug, Clone)]
@@ -583,29 +587,28 @@ impl Market {
         let wait = Duration::from_secs(60 + upload.shard_size / 1_000_000);
         let deadline = tokio::time::Instant::now() + wait;
         let mut next_probe = tokio::time::Instant::now() + REACH_PROBE;
-        let mut unreachable = 0u32;
+        let mut unreachable_since: Option<tokio::time::Instant> = None;
         let mut vanished = None;
         loop {
             let lookup = id.clone();
             let state = self.blocking(move |m| m.contract_record(&lookup)).await??.map(|r| r.state);
+            let now = tokio::time::Instant::now();
             match state {
                 Some(ContractState::Active) => return Ok(()),
-                Some(ContractState::Placed) if tokio::time::Instant::now() < deadline => {
-                    if tokio::time::Instant::now() >= next_probe {
-                        let dial = tokio::time::timeout(REACH_PROBE * 5, self.network.swarm.connect_peer(peer)).await;
-                        match dial {
-                            Ok(Ok(_)) => unreachable = 0,
-                            Ok(Err(reason)) => {
-                                unreachable += 1;
-                                vanished = Some(reason);
+                Some(ContractState::Placed) if now < deadline => {
+                    if now >= next_probe {
+                        match tokio::time::timeout(REACH_DIAL, self.network.swarm.connect_peer(peer)).await {
+                            Ok(Ok(_)) => unreachable_since = None,
+                            failed => {
+                                let since = *unreachable_since.get_or_insert(now);
+                                if since.elapsed() >= VANISHED_AFTER {
+                                    vanished = Some(match failed {
+                                        Ok(Err(reason)) => reason,
+                                        _ => format!("no connection within {} s", REACH_DIAL.as_secs()),
+                                    });
+                                    break;
+                                }
                             }
-                            Err(_) => {
-                                unreachable += 1;
-                                vanished = Some(format!("no connection within {} s", (REACH_PROBE * 5).as_secs()));
-                            }
-                        }
-                        if unreachable >= VANISHED_AFTER {
-                            break;
                         }
                         next_probe = tokio::time::Instant::now() + REACH_PROBE;
                     }
@@ -614,24 +617,31 @@ impl Market {
                 _ => break,
             }
         }
-        let reason = match vanished.filter(|_| unreachable >= VANISHED_AFTER) {
-            Some(last) => format!("the host vanished before confirming it holds the shard ({last})"),
+        let reason = match vanished {
+            Some(last) => format!(
+                "the host vanished before confirming it holds the shard (unreachable for {} s: {last})",
+                VANISHED_AFTER.as_secs()
+            ),
             None => format!("the host did not confirm it holds the shard within {} s", wait.as_secs()),
         };
-        tracing::warn!(contract = %id, host = %peer, %reason, "shard not placed");
         let _ledger = self.ledger.lock().await;
         let (lookup, recorded) = (id.clone(), reason.clone());
-        self.blocking(move |m| -> Result<(), MarketError> {
-            if let Some(mut r) = m.contract_record(&lookup)?
-                && r.state == ContractState::Placed
-            {
-                r.state = ContractState::Failed;
-                r.reason = Some(recorded);
-                records::Batch::default().contract(&r).write(m.store())?;
-            }
-            Ok(())
-        })
-        .await??;
+        let state = self
+            .blocking(move |m| -> Result<Option<ContractState>, MarketError> {
+                let Some(mut r) = m.contract_record(&lookup)? else { return Ok(None) };
+                if r.state == ContractState::Placed {
+                    r.state = ContractState::Failed;
+                    r.reason = Some(recorded);
+                    records::Batch::default().contract(&r).write(m.store())?;
+                }
+                Ok(Some(r.state))
+            })
+            .await??;
+        if state == Some(ContractState::Active) {
+            // `Stored` arrived while the last probe ran: the host holds the shard after all.
+            return Ok(());
+        }
+        tracing::warn!(contract = %id, host = %peer, %reason, "shard not placed");
         Err(MarketError::Failed(format!("host {peer}: {reason}")))
     }
 
@@ -643,7 +653,6 @@ impl Market {
     ) -> Result<Response, (btfs_contracts_client::wire::RefuseCode, String)> {
         use btfs_contracts_client::wire::RefuseCode;
         let id = contract_id_hex(&contract_id);
-        let interval = self.config().challenge_interval.as_secs();
         let _ledger = self.ledger.lock().await;
         let peer_text = peer.to_string();
         self.blocking(move |m| -> Result<Response, (RefuseCode, String)> {
@@ -657,7 +666,9 @@ impl Market {
                 return Ok(Response::Ack);
             }
             r.state = ContractState::Active;
-            r.next_challenge = now() + interval.min(r.contract.contract.end.saturating_sub(now()).max(1));
+            // The first challenge comes at once: `Stored` is only the host's word, and its upfront part (and every
+            // period's payment) waits for a passed proof.
+            r.next_challenge = now();
             let mut batch = records::Batch::default();
             batch.contract(&r);
             if let Some(upload) = &r.upload
