@@ -19,6 +19,8 @@ pub mod manifest;
 pub mod proof;
 pub mod recipe;
 pub mod tar;
+#[cfg(test)]
+mod testdata;
 pub mod torrent;
 pub mod unixfs;
 pub mod varint;

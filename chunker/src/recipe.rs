@@ -373,17 +373,7 @@ mod tests {
     use crate::dir::DirectoryBuilder;
     use crate::import::{Options, Profile};
 
-    fn bytes(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
+    use crate::testdata::bytes;
 
     /// Imports `data` under `opts`, detects the recipe, re-imports with it (builder and hasher): same CID.
     fn check(name: &str, opts: &Options, data: &[u8]) -> ImportRecipe {

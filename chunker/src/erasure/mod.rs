@@ -567,18 +567,7 @@ mod tests {
         ErasureParams { data_shards: k, parity_shards: m, piece_size: piece }
     }
 
-    /// Deterministic pseudo-random bytes (xorshift), different per seed.
-    fn bytes(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
+    use crate::testdata::bytes;
 
     struct Encoded {
         shards: EncodedShards,

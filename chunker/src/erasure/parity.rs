@@ -382,10 +382,8 @@ mod tests {
             let params = ErasureParams { data_shards: k, parity_shards: m, piece_size: lanes * 64 };
             // The GFNI kernel where this CPU has it (`kernel_is_gfni_where_the_cpu_has_it`), else the codec.
             let coder = ParityCoder::with_kernel(params, Kernel::GfniAvx512).expect("coder");
-            let mut x = seed | 1;
-            let data: Vec<Vec<u8>> = (0..k)
-                .map(|_| (0..params.piece_size).map(|_| { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x as u8 }).collect())
-                .collect();
+            let data: Vec<Vec<u8>> =
+                (0..k as u64).map(|j| crate::testdata::bytes(params.piece_size, seed.wrapping_add(j))).collect();
             let mut want = vec![vec![0u8; params.piece_size]; m];
             coder.codec().encode_sep(&data, &mut want).expect("codec");
             // Stale bytes in the output must not leak into the parity.

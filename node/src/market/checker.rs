@@ -145,7 +145,7 @@ impl Market {
     }
 
     /// Reads, changes and writes one contract under the ledger lock.
-    async fn update_contract(
+    pub(super) async fn update_contract(
         self: &Arc<Self>,
         id: &str,
         change: impl FnOnce(&mut ContractRecord) + Send + 'static,

@@ -17,7 +17,7 @@ use btfs_contracts_client::{B256, U256};
 use libp2p::PeerId;
 
 use super::records::{self, ContractRecord, ContractState, ReceivedCheques, Role};
-use super::{Market, MarketError, SettlementChoice, address_of_peer, now, proto};
+use super::{Market, SettlementChoice, address_of_peer, now, proto};
 use crate::net::bitswap::session::FetchOptions;
 use crate::repo::store::Records;
 
@@ -204,7 +204,7 @@ impl Market {
     }
 
     /// Fetches and pins a newly accepted shard, then tells the renter.
-    pub(super) async fn fetch_shard(self: Arc<Self>, mut record: ContractRecord) {
+    pub(super) async fn fetch_shard(self: Arc<Self>, record: ContractRecord) {
         let Ok(shard) = Cid::try_from(record.shard_cid.as_str()) else { return };
         let opts = FetchOptions { recursive: true, stall: FETCH_STALL };
         let fetched = self.network.bitswap.fetch(vec![shard], opts).await;
@@ -223,39 +223,27 @@ impl Market {
                 .map_err(|e| e.to_string())
                 .and_then(|r| r),
         };
-        let _ledger = self.ledger.lock().await;
+        let stored = outcome.is_ok();
         match &outcome {
             Ok(()) => tracing::info!(contract = %record.id, "shard stored and pinned"),
             Err(reason) => tracing::warn!(contract = %record.id, %reason, "giving up on the contract"),
         }
-        // The record is read again: cheques may have been accepted under it while the shard was fetched, and
-        // writing back the copy taken at acceptance would forget them.
-        let id = record.id.clone();
-        let saved = self
-            .blocking(move |m| -> Result<Option<ContractRecord>, MarketError> {
-                let Some(mut current) = m.contract_record(&id)? else { return Ok(None) };
-                match outcome {
-                    Ok(()) => current.state = ContractState::Active,
-                    Err(reason) => {
-                        current.state = ContractState::Released;
-                        current.reason = Some(reason);
-                    }
+        // Changed on the current record: cheques may have been accepted under it while the shard was fetched,
+        // and writing back the copy taken at acceptance would forget them.
+        let changed = self
+            .update_contract(&record.id, move |r| match outcome {
+                Ok(()) => r.state = ContractState::Active,
+                Err(reason) => {
+                    r.state = ContractState::Released;
+                    r.reason = Some(reason);
                 }
-                records::Batch::default().contract(&current).write(m.store())?;
-                Ok(Some(current))
             })
-            .await
-            .and_then(|r| r);
-        match saved {
-            Ok(Some(current)) => record = current,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot save contract");
-                return;
-            }
+            .await;
+        if let Err(e) = changed {
+            tracing::error!(contract = %record.id, error = %e, "cannot save contract");
+            return;
         }
-        drop(_ledger);
-        if record.state == ContractState::Active {
+        if stored {
             let Ok(peer) = record.peer.parse::<PeerId>() else { return };
             let req = Request::Stored { contract_id: record.contract.contract.contract_id };
             for attempt in 0..3u32 {
