@@ -248,6 +248,11 @@ impl Seeder {
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+
+    /// The seeder process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).process.as_ref().map(Process::pid)
+    }
 }
 
 impl Drop for Seeder {

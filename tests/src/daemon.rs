@@ -170,6 +170,16 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// CPU time (user + system, seconds) of this process's children that have exited and been waited for, and
+/// of theirs (`cutime` and `cstime` in `/proc/self/stat`).
+pub fn reaped_children_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let mut rest = stat.get(stat.rfind(')')? + 2..)?.split_whitespace();
+    let cutime: f64 = rest.nth(13)?.parse().ok()?;
+    let cstime: f64 = rest.next()?.parse().ok()?;
+    Some((cutime + cstime) / 100.0)
+}
+
 /// CPU time (user + system, seconds) of process `pid` so far, and of each of its threads by name (threads
 /// of one name summed). Linux `/proc`, in clock ticks of 1/100 s.
 pub fn cpu_secs(pid: u32) -> Option<(f64, Vec<(String, f64)>)> {
