@@ -32,6 +32,10 @@ const CF_CONTRACTS: &str = "contracts";
 const CF_MARKET: &str = "market";
 const CF_TORRENTS: &str = "torrents";
 
+/// A write batch's header (sequence number and count), and the most an entry adds to its key and value (a
+/// tag, the column family and the two lengths, as varints).
+const BATCH_HEADER: usize = 12;
+const BATCH_ENTRY_MAX: usize = 1 + 3 * 5;
 /// Write buffer per memtable for blocks; two or three of these bound the store's write memory.
 const BLOCK_WRITE_BUFFER: usize = 32 * 1024 * 1024;
 /// Values from this size up go to blob files (all chunk-sized blocks; small directory nodes stay inline).
@@ -245,11 +249,18 @@ impl BlockStore {
     /// `put_many` for blocks held as (CID, bytes) pairs in some other container.
     pub fn put_slices<'a>(&self, blocks: impl IntoIterator<Item = (&'a Cid, &'a [u8])>) -> Result<(), StoreError> {
         let cf = self.cf(CF_BLOCKS)?;
-        let mut batch = WriteBatch::default();
-        for (cid, data) in blocks {
-            if cid.hash().code() != IDENTITY {
-                batch.put_cf(cf, cid.hash().to_bytes(), data);
-            }
+        let blocks: Vec<(Vec<u8>, &[u8])> = blocks
+            .into_iter()
+            .filter(|(cid, _)| cid.hash().code() != IDENTITY)
+            .map(|(cid, data)| (cid.hash().to_bytes(), data))
+            .collect();
+        // Sized up front: a batch left to grow copies its bytes again at every doubling, each time into
+        // freshly mapped memory.
+        let size =
+            BATCH_HEADER + blocks.iter().map(|(key, data)| BATCH_ENTRY_MAX + key.len() + data.len()).sum::<usize>();
+        let mut batch = WriteBatch::with_capacity_bytes(size);
+        for (key, data) in &blocks {
+            batch.put_cf(cf, key, data);
         }
         let mut opts = WriteOptions::default();
         opts.disable_wal(true);

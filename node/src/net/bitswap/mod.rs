@@ -413,6 +413,11 @@ async fn read_loop(
     let _ = decoder.await;
 }
 
+/// Received blocks written to the store in one batch, at most (plus one block). Big enough to amortise a
+/// write; small enough that the batch's buffer is reused from the heap rather than mapped afresh (and faulted
+/// in page by page) each time, as the C library does for allocations of 32 MiB and more.
+const STORE_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
 /// Writes wanted blocks to the store in batches and reports them back.
 fn store_writer(
     node: Arc<Node>,
@@ -422,7 +427,7 @@ fn store_writer(
     while let Ok(first) = rx.recv() {
         let mut bytes = first.1.len();
         let mut batch = vec![first];
-        while bytes < 32 * 1024 * 1024 {
+        while bytes < STORE_BATCH_BYTES {
             match rx.try_recv() {
                 Ok(next) => {
                     bytes += next.1.len();
