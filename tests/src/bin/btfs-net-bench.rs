@@ -27,33 +27,51 @@ fn timed_cat(fetcher: &Daemon, cid: &str) -> Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// CPU seconds of `receiver` and of `providers` together, and the receiver's per-thread split, over `f`.
-fn cpu_during<T>(receiver: &Daemon, providers: &[&Daemon], f: impl FnOnce() -> T) -> (T, String) {
-    let snapshot = || {
-        let (r, threads) = cpu_secs(receiver.pid()).unwrap_or_default();
-        let p: f64 = providers.iter().filter_map(|d| cpu_secs(d.pid())).map(|(t, _)| t).sum();
-        (r, p, threads)
-    };
-    let (r0, p0, t0) = snapshot();
-    let start = Instant::now();
-    let out = f();
-    let wall = start.elapsed().as_secs_f64();
-    let (r1, p1, t1) = snapshot();
-    let mut threads: Vec<(String, f64)> = t1
+/// Per-thread CPU seconds (threads of one name summed) of `pids` together.
+fn threads_of(pids: &[u32]) -> Vec<(String, f64)> {
+    let mut all: Vec<(String, f64)> = Vec::new();
+    for (name, secs) in pids.iter().filter_map(|&pid| cpu_secs(pid)).flat_map(|(_, threads)| threads) {
+        match all.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, sum)) => *sum += secs,
+            None => all.push((name, secs)),
+        }
+    }
+    all
+}
+
+/// The busiest threads' CPU seconds between two snapshots, as "name seconds, ...".
+fn split(before: &[(String, f64)], after: Vec<(String, f64)>) -> String {
+    let mut threads: Vec<(String, f64)> = after
         .into_iter()
         .map(|(name, secs)| {
-            let before = t0.iter().find(|(n, _)| *n == name).map_or(0.0, |(_, s)| *s);
-            (name, secs - before)
+            let was = before.iter().find(|(n, _)| *n == name).map_or(0.0, |(_, s)| *s);
+            (name, secs - was)
         })
         .filter(|(_, secs)| *secs >= 0.05)
         .collect();
     threads.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let split: Vec<String> = threads.iter().take(5).map(|(n, s)| format!("{n} {s:.2}")).collect();
+    threads.iter().take(5).map(|(n, s)| format!("{n} {s:.2}")).collect::<Vec<_>>().join(", ")
+}
+
+/// CPU seconds of `receiver` and of `providers` together, each with its per-thread split, over `f`.
+fn cpu_during<T>(receiver: &Daemon, providers: &[&Daemon], f: impl FnOnce() -> T) -> (T, String) {
+    let provider_pids: Vec<u32> = providers.iter().map(|d| d.pid()).collect();
+    let snapshot = || {
+        let r = cpu_secs(receiver.pid()).map_or(0.0, |(t, _)| t);
+        let p: f64 = provider_pids.iter().filter_map(|&pid| cpu_secs(pid)).map(|(t, _)| t).sum();
+        (r, p, threads_of(&[receiver.pid()]), threads_of(&provider_pids))
+    };
+    let (r0, p0, rt0, pt0) = snapshot();
+    let start = Instant::now();
+    let out = f();
+    let wall = start.elapsed().as_secs_f64();
+    let (r1, p1, rt1, pt1) = snapshot();
     let line = format!(
-        "CPU over {wall:.2} s: receiver {:.2} s ({}), providers {:.2} s; {:.0}% of the 2 cores",
+        "CPU over {wall:.2} s: receiver {:.2} s ({}), providers {:.2} s ({}); {:.0}% of the 2 cores",
         r1 - r0,
-        split.join(", "),
+        split(&rt0, rt1),
         p1 - p0,
+        split(&pt0, pt1),
         (r1 - r0 + p1 - p0) / wall / 2.0 * 100.0
     );
     (out, line)
