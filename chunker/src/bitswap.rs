@@ -21,6 +21,8 @@
 //! Blocks arrive here unverified: the decoder rebuilds each block's CID from its prefix and the hash of its
 //! bytes, so a block can never be filed under a CID it does not hash to.
 
+use bytes::Bytes;
+
 use crate::Cid;
 use crate::dagpb::{DecodeError, Reader};
 use crate::hash::HashFunction;
@@ -76,7 +78,7 @@ pub enum Presence {
 pub struct Message {
     pub full: bool,
     pub wantlist: Vec<Entry>,
-    pub blocks: Vec<(Cid, Vec<u8>)>,
+    pub blocks: Vec<(Cid, Bytes)>,
     pub presences: Vec<(Cid, Presence)>,
     pub pending_bytes: i32,
 }
@@ -128,8 +130,21 @@ impl Message {
         self.wantlist.is_empty() && self.blocks.is_empty() && self.presences.is_empty() && !self.full
     }
 
-    /// Decodes and checks a message body (without its length prefix).
+    /// Decodes and checks a message body (without its length prefix). Blocks are copied out of `buf`.
     pub fn decode(buf: &[u8]) -> Result<Self, MessageError> {
+        Self::decode_with(buf, Bytes::copy_from_slice)
+    }
+
+    /// `decode` of a body held as `Bytes`: a block that fills at least a quarter of the body is a slice of
+    /// it, not a copy. Smaller ones are copied, so a block kept (say, on its way to the store) keeps at most
+    /// four times its own size alive, however a peer pads its message.
+    pub fn decode_shared(body: &Bytes) -> Result<Self, MessageError> {
+        Self::decode_with(body, |data| {
+            if data.len().saturating_mul(4) >= body.len() { body.slice_ref(data) } else { Bytes::copy_from_slice(data) }
+        })
+    }
+
+    fn decode_with(buf: &[u8], block: impl Fn(&[u8]) -> Bytes) -> Result<Self, MessageError> {
         if buf.len() > MAX_INBOUND_MESSAGE {
             return Err(MessageError::TooLarge(buf.len()));
         }
@@ -143,11 +158,11 @@ impl Message {
                     let data = r.bytes()?;
                     check_block_size(data.len())?;
                     let mh = HashFunction::Sha2_256.digest(data);
-                    msg.blocks.push((Cid::new_v0(mh).map_err(|_| MessageError::BadCid("block"))?, data.to_vec()));
+                    msg.blocks.push((Cid::new_v0(mh).map_err(|_| MessageError::BadCid("block"))?, block(data)));
                 }
                 (3, 2) => {
-                    let block = decode_payload(r.bytes()?)?;
-                    msg.blocks.push(block);
+                    let (cid, data) = decode_payload(r.bytes()?)?;
+                    msg.blocks.push((cid, block(data)));
                 }
                 (4, 2) => {
                     let presence = decode_presence(r.bytes()?)?;
@@ -213,19 +228,7 @@ impl Message {
             put_bytes(1, &wl, &mut out);
         }
         for (cid, data) in &self.blocks {
-            if version == Version::V100 {
-                if cid.version() == cid::Version::V0 {
-                    put_bytes(2, data, &mut out);
-                }
-                continue;
-            }
-            // The payload's header is written in place and the data copied once, straight into `out`.
-            let prefix = prefix(cid);
-            let payload_len = bytes_field_len(1, prefix.len()) + bytes_field_len(2, data.len());
-            varint::encode((3 << 3) | 2, &mut out);
-            varint::encode(payload_len as u64, &mut out);
-            put_bytes(1, &prefix, &mut out);
-            put_bytes(2, data, &mut out);
+            encode_block(version, cid, data, &mut out);
         }
         if version == Version::V120 {
             for (cid, presence) in &self.presences {
@@ -249,6 +252,25 @@ impl Message {
             + (self.wantlist.len() + self.presences.len()) * 48
             + 8
     }
+}
+
+/// Appends one block as a message of `version` carries it, a field of its own. Fields may come in any order,
+/// so a sender can encode blocks as it reads them and send them after the rest of a message. 1.0.0 carries
+/// CIDv0 blocks only; others are left out.
+pub fn encode_block(version: Version, cid: &Cid, data: &[u8], out: &mut Vec<u8>) {
+    if version == Version::V100 {
+        if cid.version() == cid::Version::V0 {
+            put_bytes(2, data, out);
+        }
+        return;
+    }
+    // The payload's header is written in place and the data copied once, straight into `out`.
+    let prefix = prefix(cid);
+    let payload_len = bytes_field_len(1, prefix.len()) + bytes_field_len(2, data.len());
+    varint::encode((3 << 3) | 2, out);
+    varint::encode(payload_len as u64, out);
+    put_bytes(1, &prefix, out);
+    put_bytes(2, data, out);
 }
 
 fn check_block_size(len: usize) -> Result<(), MessageError> {
@@ -275,7 +297,7 @@ fn decode_entry(buf: &[u8]) -> Result<Entry, MessageError> {
     Ok(entry)
 }
 
-fn decode_payload(buf: &[u8]) -> Result<(Cid, Vec<u8>), MessageError> {
+fn decode_payload(buf: &[u8]) -> Result<(Cid, &[u8]), MessageError> {
     let mut r = Reader::new(buf);
     let (mut pre, mut data) = (None, None);
     while !r.done() {
@@ -289,7 +311,7 @@ fn decode_payload(buf: &[u8]) -> Result<(Cid, Vec<u8>), MessageError> {
     let pre = pre.ok_or(MessageError::Malformed("block without prefix", 0))?;
     let data = data.unwrap_or_default();
     check_block_size(data.len())?;
-    Ok((cid_from_prefix(pre, data)?, data.to_vec()))
+    Ok((cid_from_prefix(pre, data)?, data))
 }
 
 fn decode_presence(buf: &[u8]) -> Result<(Cid, Presence), MessageError> {
@@ -380,7 +402,7 @@ mod tests {
                 Entry::want(v0(b"b"), WantType::Block, false),
                 Entry::cancel(raw(b"c")),
             ],
-            blocks: vec![(raw(b"hello"), b"hello".to_vec()), (v0(b"pb"), b"pb".to_vec())],
+            blocks: vec![(raw(b"hello"), Bytes::from_static(b"hello")), (v0(b"pb"), Bytes::from_static(b"pb"))],
             presences: vec![(raw(b"x"), Presence::Have), (raw(b"y"), Presence::DontHave)],
             pending_bytes: 7,
         };
@@ -394,7 +416,7 @@ mod tests {
         for len in [5usize, 200, 300 * 1024] {
             let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let cid = raw(&data);
-            let msg = Message { blocks: vec![(cid, data.clone())], ..Default::default() };
+            let msg = Message { blocks: vec![(cid, Bytes::from(data.clone()))], ..Default::default() };
             let mut payload = Vec::new();
             put_bytes(1, &prefix(&cid), &mut payload);
             put_bytes(2, &data, &mut payload);
@@ -407,10 +429,46 @@ mod tests {
     }
 
     #[test]
+    fn shared_decoding_slices_big_blocks_and_copies_small_ones() {
+        let big: Vec<u8> = (0..4096).map(|i| (i % 251) as u8).collect();
+        let msg = Message {
+            blocks: vec![(raw(&big), Bytes::from(big.clone())), (raw(b"tiny"), Bytes::from_static(b"tiny"))],
+            ..Default::default()
+        };
+        let body = Bytes::from(msg.encode(Version::V120));
+        let decoded = Message::decode_shared(&body).expect("decode");
+        assert_eq!(decoded, msg);
+        let inside = |b: &Bytes| body.as_ptr_range().contains(&b.as_ptr());
+        assert!(inside(&decoded.blocks[0].1), "a block filling most of the body is a slice of it");
+        assert!(!inside(&decoded.blocks[1].1), "a block under a quarter of the body is a copy");
+        // The same blocks through a body padded with an unknown field: now both are copies, so neither
+        // keeps the padding alive.
+        let mut padded = body.to_vec();
+        put_bytes(9, &vec![0u8; 4 * body.len()], &mut padded);
+        let padded = Bytes::from(padded);
+        let decoded = Message::decode_shared(&padded).expect("decode");
+        assert_eq!(decoded, msg);
+        assert!(decoded.blocks.iter().all(|(_, b)| !padded.as_ptr_range().contains(&b.as_ptr())));
+    }
+
+    #[test]
+    fn encode_block_writes_what_encode_writes() {
+        let blocks = [(raw(b"r"), Bytes::from_static(b"r")), (v0(b"p"), Bytes::from_static(b"p"))];
+        for version in [Version::V100, Version::V110, Version::V120] {
+            let mut one_by_one = Vec::new();
+            for (cid, data) in &blocks {
+                encode_block(version, cid, data, &mut one_by_one);
+            }
+            let msg = Message { blocks: blocks.to_vec(), ..Default::default() };
+            assert_eq!(one_by_one, msg.encode(version), "{version:?}");
+        }
+    }
+
+    #[test]
     fn a_block_is_filed_under_the_hash_of_its_bytes() {
         // A peer claims "hello" under the prefix of a raw CID: the decoded CID is the one "hello" hashes to,
         // so it can only ever satisfy a want for that CID.
-        let msg = Message { blocks: vec![(raw(b"other"), b"hello".to_vec())], ..Default::default() };
+        let msg = Message { blocks: vec![(raw(b"other"), Bytes::from_static(b"hello"))], ..Default::default() };
         let decoded = Message::decode(&msg.encode(Version::V120)).expect("decode");
         assert_eq!(decoded.blocks[0].0, raw(b"hello"));
         assert_ne!(decoded.blocks[0].0, raw(b"other"));
@@ -419,12 +477,12 @@ mod tests {
     #[test]
     fn version_one_carries_v0_blocks_only() {
         let msg = Message {
-            blocks: vec![(raw(b"r"), b"r".to_vec()), (v0(b"p"), b"p".to_vec())],
+            blocks: vec![(raw(b"r"), Bytes::from_static(b"r")), (v0(b"p"), Bytes::from_static(b"p"))],
             presences: vec![(raw(b"x"), Presence::Have)],
             ..Default::default()
         };
         let decoded = Message::decode(&msg.encode(Version::V100)).expect("decode");
-        assert_eq!(decoded.blocks, vec![(v0(b"p"), b"p".to_vec())]);
+        assert_eq!(decoded.blocks, vec![(v0(b"p"), Bytes::from_static(b"p"))]);
         assert!(decoded.presences.is_empty());
     }
 

@@ -4,7 +4,7 @@
 use cid::Cid;
 
 use crate::block::RAW;
-use crate::dagpb::{self, DecodeError, PbNode};
+use crate::dagpb::{self, DecodeError, PbNodeRef};
 
 /// Multicodec of dag-cbor.
 pub const DAG_CBOR: u64 = 0x71;
@@ -36,7 +36,8 @@ pub enum LinksError {
 pub fn links(cid: &Cid, data: &[u8]) -> Result<Vec<Cid>, LinksError> {
     match cid.codec() {
         dagpb::CODEC => {
-            let node = PbNode::decode(data).map_err(|source| LinksError::DagPb { cid: *cid, source })?;
+            // The borrowing decoder: a leaf's payload is not copied just to find it has no links.
+            let node = PbNodeRef::decode(data).map_err(|source| LinksError::DagPb { cid: *cid, source })?;
             Ok(node.links.into_iter().map(|l| l.hash).collect())
         }
         DAG_CBOR => {

@@ -202,9 +202,11 @@ async fn hostile_bitswap_peers_are_refused_and_honest_ones_still_served() {
     let mut s2 = open().await;
     s2.write_all(&[5, 0x0a, 0x05, 0x0a, 0xff, 0xff]).await.unwrap_or_else(|e| why(e));
     // 3. An unsolicited block that claims a CID it does not hash to: it matches nothing and is not stored.
-    let fake =
-        btfs_chunker::bitswap::Message { blocks: vec![(cid, b"not the real bytes".to_vec())], ..Default::default() }
-            .encode(btfs_chunker::bitswap::Version::V120);
+    let fake = btfs_chunker::bitswap::Message {
+        blocks: vec![(cid, b"not the real bytes".to_vec().into())],
+        ..Default::default()
+    }
+    .encode(btfs_chunker::bitswap::Version::V120);
     let mut s3 = open().await;
     let mut framed = Vec::new();
     btfs_chunker::varint::encode(fake.len() as u64, &mut framed);

@@ -227,6 +227,19 @@ impl BlockStore {
             .map_err(|source| StoreError::Read { cid: *cid, source })
     }
 
+    /// Hands `read` the bytes of the block named by `cid` where RocksDB holds them, without copying them
+    /// into a buffer of our own (this store only; `None` when it does not hold the block).
+    pub fn with_local<R>(&self, cid: &Cid, read: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, StoreError> {
+        if cid.hash().code() == IDENTITY {
+            return Ok(Some(read(cid.hash().digest())));
+        }
+        let found = self
+            .db
+            .get_pinned_cf(self.cf(CF_BLOCKS)?, cid.hash().to_bytes())
+            .map_err(|source| StoreError::Read { cid: *cid, source })?;
+        Ok(found.map(|data| read(&data)))
+    }
+
     /// Whether the block named by `cid` is stored.
     pub fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
         if cid.hash().code() == IDENTITY {

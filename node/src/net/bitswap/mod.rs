@@ -368,11 +368,11 @@ async fn read_loop(
     budget: Arc<Semaphore>,
     shutdown: CancellationToken,
 ) {
-    let (bodies, mut to_decode) = mpsc::channel::<Vec<u8>>(2);
+    let (bodies, mut to_decode) = mpsc::channel::<Bytes>(2);
     let decoder_tx = tx.clone();
     let decoder = tokio::spawn(async move {
         while let Some(body) = to_decode.recv().await {
-            let decoded = tokio::task::spawn_blocking(move || Message::decode(&body)).await;
+            let decoded = tokio::task::spawn_blocking(move || Message::decode_shared(&body)).await;
             match decoded {
                 Ok(Ok(msg)) => {
                     if decoder_tx.send(Command::Inbound { peer, msg }).await.is_err() {
@@ -394,7 +394,7 @@ async fn read_loop(
         };
         match read {
             Ok(Some(body)) => {
-                if bodies.send(body).await.is_err() {
+                if bodies.send(Bytes::from(body)).await.is_err() {
                     break; // the decoder stopped on a bad message
                 }
             }
@@ -570,7 +570,6 @@ impl Engine {
             // Sessions hear of a block as soon as it is verified (decoding hashed it), so the next wants go
             // out while it is written; they finish only once every block is stored.
             if let Some((_, sessions)) = self.interest.remove(cid.hash()) {
-                let data = Bytes::from(data);
                 for id in &sessions {
                     if let Some(s) = self.sessions.get(id) {
                         let _ = s.send(SessionEvent::Block { cid, from: peer, data: data.clone() });
@@ -656,9 +655,27 @@ struct PeerWriter {
 
 /// What one outgoing message answers, read from the store.
 struct Answer {
-    blocks: Vec<(Cid, Vec<u8>)>,
+    /// The blocks, encoded straight from the store's buffers as a message of `version` carries them; they
+    /// are sent after the rest of the message (protobuf fields may come in any order).
+    blocks: Vec<u8>,
+    version: Version,
+    /// How many blocks `blocks` holds, and their bytes.
+    count: u64,
+    bytes: u64,
     presences: Vec<(Cid, Presence)>,
-    served: Vec<Cid>,
+    /// The requests for the blocks in `blocks`.
+    served: Vec<Entry>,
+}
+
+impl Answer {
+    fn empty(version: Version) -> Self {
+        Self { blocks: Vec::new(), version, count: 0, bytes: 0, presences: Vec::new(), served: Vec::new() }
+    }
+}
+
+/// Whether blocks encoded for one version can go on a stream of another: 1.0.0 frames them differently.
+fn same_block_framing(a: Version, b: Version) -> bool {
+    (a == Version::V100) == (b == Version::V100)
 }
 
 impl PeerWriter {
@@ -680,31 +697,37 @@ impl PeerWriter {
                     _ = self.queue.notify.notified() => continue,
                 }
             }
+            // Blocks are encoded for the version of the stream in use (1.2.0 until one is open).
+            let version = stream.as_ref().map_or(Version::V120, |(_, v, _)| *v);
             let answer = match reading.take() {
                 Some(read) => read.await.ok(),
-                None if has_serve => self.read_answer().await.ok(),
+                None if has_serve => self.read_answer(version).await.ok(),
                 None => None,
             };
             if !self.queue.lock().serve.is_empty() {
-                reading = Some(self.read_answer());
+                reading = Some(self.read_answer(version));
             }
             let mut msg = Message { wantlist: wants, ..Default::default() };
-            let mut served = Vec::new();
-            if let Some(answer) = answer {
-                msg.blocks = answer.blocks;
-                msg.presences = answer.presences;
-                served = answer.served;
-            }
-            if msg.is_empty() {
+            let mut answer = answer.unwrap_or_else(|| Answer::empty(version));
+            msg.presences = std::mem::take(&mut answer.presences);
+            if msg.is_empty() && answer.count == 0 {
                 continue;
             }
-            match self.write(&mut stream, &msg).await {
-                Ok(()) => {
-                    let bytes: u64 = msg.blocks.iter().map(|(_, d)| d.len() as u64).sum();
-                    self.counters.blocks_sent.fetch_add(msg.blocks.len() as u64, Ordering::Relaxed);
-                    self.counters.data_sent.fetch_add(bytes, Ordering::Relaxed);
-                    if !served.is_empty() {
-                        let _ = self.engine.send(Command::Served { peer: self.peer, cids: served, bytes }).await;
+            match self.write(&mut stream, &msg, &answer).await {
+                Ok(true) => {
+                    self.counters.blocks_sent.fetch_add(answer.count, Ordering::Relaxed);
+                    self.counters.data_sent.fetch_add(answer.bytes, Ordering::Relaxed);
+                    if !answer.served.is_empty() {
+                        let cids = answer.served.iter().map(|e| e.cid).collect();
+                        let bytes = answer.bytes;
+                        let _ = self.engine.send(Command::Served { peer: self.peer, cids, bytes }).await;
+                    }
+                }
+                Ok(false) => {
+                    // The stream speaks another framing than the blocks were encoded for: read them again.
+                    let mut queue = self.queue.lock();
+                    for entry in answer.served.into_iter().rev() {
+                        queue.serve.push_front(entry);
                     }
                 }
                 Err(e) => {
@@ -721,13 +744,21 @@ impl PeerWriter {
         }
     }
 
-    /// Pops queued requests and reads their blocks until a message is full, on a blocking thread.
-    fn read_answer(&self) -> tokio::task::JoinHandle<Answer> {
+    /// Pops queued requests and reads their blocks until a message is full, on a blocking thread. Each block
+    /// is encoded for `version` straight from the store's buffer: one copy on its way out.
+    fn read_answer(&self, version: Version) -> tokio::task::JoinHandle<Answer> {
+        /// What became of one block request.
+        enum Read {
+            Added(usize),
+            TooLarge,
+            MessageFull,
+        }
         let queue = self.queue.clone();
         let node = self.node.clone();
         tokio::task::spawn_blocking(move || {
             let store = node.repo().store();
-            let mut answer = Answer { blocks: Vec::new(), presences: Vec::new(), served: Vec::new() };
+            let mut answer = Answer::empty(version);
+            answer.blocks.reserve(MESSAGE_BLOCK_BUDGET + 1024);
             let mut budget = MESSAGE_BLOCK_BUDGET;
             loop {
                 let Some(entry) = queue.lock().serve.pop_front() else { break };
@@ -737,19 +768,35 @@ impl PeerWriter {
                         _ if entry.send_dont_have => answer.presences.push((entry.cid, Presence::DontHave)),
                         _ => {}
                     },
-                    WantType::Block => match store.get_local(&entry.cid) {
-                        Ok(Some(data)) if data.len() <= message::MAX_BLOCK => {
-                            if data.len() > budget && !answer.blocks.is_empty() {
+                    WantType::Block => {
+                        let (blocks, first) = (&mut answer.blocks, answer.count == 0);
+                        let read = store.with_local(&entry.cid, |data| {
+                            if data.len() > message::MAX_BLOCK {
+                                Read::TooLarge
+                            } else if data.len() > budget && !first {
+                                Read::MessageFull
+                            } else {
+                                message::encode_block(version, &entry.cid, data, blocks);
+                                Read::Added(data.len())
+                            }
+                        });
+                        match read {
+                            Ok(Some(Read::Added(len))) => {
+                                budget = budget.saturating_sub(len);
+                                answer.count += 1;
+                                answer.bytes += len as u64;
+                                answer.served.push(entry);
+                            }
+                            Ok(Some(Read::MessageFull)) => {
                                 queue.lock().serve.push_front(entry);
                                 break;
                             }
-                            budget = budget.saturating_sub(data.len());
-                            answer.served.push(entry.cid);
-                            answer.blocks.push((entry.cid, data));
+                            Ok(None | Some(Read::TooLarge)) | Err(_) if entry.send_dont_have => {
+                                answer.presences.push((entry.cid, Presence::DontHave));
+                            }
+                            Ok(None | Some(Read::TooLarge)) | Err(_) => {}
                         }
-                        _ if entry.send_dont_have => answer.presences.push((entry.cid, Presence::DontHave)),
-                        _ => {}
-                    },
+                    }
                 }
                 if answer.presences.len() > 4096 || budget == 0 {
                     break;
@@ -761,16 +808,22 @@ impl PeerWriter {
 
     /// Writes one message. A stream we reuse may have been closed by the peer in the meantime (Helia resets
     /// a Bitswap stream after 10 s idle), so a failure on a reused stream is retried once on a fresh one.
-    async fn write(&mut self, stream: &mut Option<(Stream, Version, Instant)>, msg: &Message) -> std::io::Result<()> {
+    /// `Ok(false)`: sent without the answer's blocks, which were encoded for another framing.
+    async fn write(
+        &mut self,
+        stream: &mut Option<(Stream, Version, Instant)>,
+        msg: &Message,
+        answer: &Answer,
+    ) -> std::io::Result<bool> {
         if stream.as_ref().is_some_and(|(_, _, last)| last.elapsed() > STREAM_IDLE) {
             *stream = None;
         }
         let reused = stream.is_some();
-        match self.write_once(stream, msg).await {
+        match self.write_once(stream, msg, answer).await {
             Err(e) if reused => {
                 tracing::debug!(peer = %self.peer, error = %e, "bitswap: reused stream failed; opening a new one");
                 *stream = None;
-                self.write_once(stream, msg).await
+                self.write_once(stream, msg, answer).await
             }
             other => other,
         }
@@ -780,14 +833,20 @@ impl PeerWriter {
         &mut self,
         stream: &mut Option<(Stream, Version, Instant)>,
         msg: &Message,
-    ) -> std::io::Result<()> {
+        answer: &Answer,
+    ) -> std::io::Result<bool> {
         if stream.is_none() {
             let (s, v) = self.open().await?;
             *stream = Some((s, v, Instant::now()));
         }
         let Some((s, version, last)) = stream.as_mut() else { return Err(std::io::Error::other("no stream")) };
-        let body = msg.encode(*version);
-        let result = match tokio::time::timeout(WRITE_TIMEOUT, wire::write_message(s, &body)).await {
+        let with_blocks = same_block_framing(answer.version, *version);
+        if !with_blocks && msg.is_empty() {
+            return Ok(false);
+        }
+        let head = msg.encode(*version);
+        let parts: &[&[u8]] = if with_blocks { &[&head, &answer.blocks] } else { &[&head] };
+        let result = match tokio::time::timeout(WRITE_TIMEOUT, wire::write_message(s, parts)).await {
             Ok(result) => result,
             Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "peer is not reading")),
         };
@@ -795,7 +854,7 @@ impl PeerWriter {
         if result.is_err() {
             *stream = None;
         }
-        result
+        result.map(|()| with_blocks)
     }
 
     /// Opens a stream at the newest version the peer speaks.

@@ -55,11 +55,13 @@ pub async fn read_message(stream: &mut Stream, budget: &Arc<Semaphore>) -> io::R
     Ok(Some(body))
 }
 
-/// Writes one message body with its length prefix.
-pub async fn write_message(stream: &mut Stream, body: &[u8]) -> io::Result<()> {
+/// Writes one message body, given in consecutive parts, with its length prefix.
+pub async fn write_message(stream: &mut Stream, parts: &[&[u8]]) -> io::Result<()> {
     let mut prefix = Vec::with_capacity(10);
-    varint::encode(body.len() as u64, &mut prefix);
+    varint::encode(parts.iter().map(|p| p.len() as u64).sum(), &mut prefix);
     stream.write_all(&prefix).await?;
-    stream.write_all(body).await?;
+    for part in parts {
+        stream.write_all(part).await?;
+    }
     stream.flush().await
 }
