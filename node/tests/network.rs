@@ -249,6 +249,71 @@ async fn hostile_bitswap_peers_are_refused_and_honest_ones_still_served() {
     assert_eq!(stat.dup_blks_received, 1, "and it was dropped as unwanted");
 }
 
+/// A peer that speaks only Bitswap 1.0.0 gets its blocks in 1.0.0's framing. Our writer first reads blocks for
+/// 1.2.0 (it has no stream yet), finds the peer speaks 1.0.0 when it opens one, and reads them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bitswap_1_0_0_peer_is_served_in_its_framing() {
+    use btfs_chunker::bitswap::{Entry, Message, Version, WantType};
+    use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+
+    let a = start(Vec::new()).await;
+    let data = random_bytes(100_000, 5);
+    let cid = add(&a.node, data.clone(), options("unixfs-v0-2015")).await;
+    assert_eq!(cid.version(), cid::Version::V0, "a one-block v0 file: its root block holds the data");
+    let block = a.node.repo().store().get_local(&cid).expect("read").expect("stored");
+
+    let (mut swarm, mut control) = hostile_peer().await;
+    let old = StreamProtocol::new("/ipfs/bitswap/1.0.0");
+    let mut incoming = control.accept(old.clone()).expect("accept 1.0.0");
+    swarm.dial(a.addr.clone()).expect("dial");
+    loop {
+        match swarm.next().await.expect("swarm runs") {
+            libp2p::swarm::SwarmEvent::ConnectionEstablished { .. } => break,
+            libp2p::swarm::SwarmEvent::OutgoingConnectionError { error, .. } => panic!("dial A: {error}"),
+            _ => {}
+        }
+    }
+    tokio::spawn(async move { while swarm.next().await.is_some() {} });
+
+    let want = Message { wantlist: vec![Entry::want(cid, WantType::Block, false)], ..Default::default() }
+        .encode(Version::V100);
+    let mut framed = Vec::new();
+    btfs_chunker::varint::encode(want.len() as u64, &mut framed);
+    framed.extend_from_slice(&want);
+    let mut out = control.open_stream(a.net.peer_id, old).await.expect("open a 1.0.0 stream");
+    out.write_all(&framed).await.expect("send the want");
+
+    let (_, mut stream) = tokio::time::timeout(Duration::from_secs(20), incoming.next())
+        .await
+        .expect("A opens a stream back within 20 s")
+        .expect("a stream");
+    let mut body = Vec::new();
+    let read = async {
+        let mut len = Vec::new();
+        loop {
+            let mut b = [0u8; 1];
+            stream.read_exact(&mut b).await.expect("length prefix");
+            len.push(b[0]);
+            if b[0] & 0x80 == 0 {
+                break;
+            }
+        }
+        let (len, _) = btfs_chunker::varint::decode(&len).expect("varint");
+        body.resize(len as usize, 0);
+        stream.read_exact(&mut body).await.expect("message body");
+    };
+    tokio::time::timeout(Duration::from_secs(20), read).await.expect("A answers within 20 s");
+    // 1.0.0 carries a block as field 2 with its bytes alone; the CID is the hash of those bytes.
+    let mut expected = Vec::new();
+    btfs_chunker::varint::encode((2 << 3) | 2, &mut expected);
+    btfs_chunker::varint::encode(block.len() as u64, &mut expected);
+    expected.extend_from_slice(&block);
+    assert_eq!(body, expected, "one block, in 1.0.0's framing");
+    let msg = Message::decode(&body).expect("decode");
+    assert_eq!(msg.blocks.len(), 1);
+    assert_eq!((msg.blocks[0].0, &msg.blocks[0].1[..]), (cid, &block[..]));
+}
+
 #[derive(libp2p::swarm::NetworkBehaviour)]
 struct Streams {
     open: libp2p_stream::Behaviour,
