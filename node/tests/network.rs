@@ -254,7 +254,7 @@ async fn hostile_bitswap_peers_are_refused_and_honest_ones_still_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bitswap_1_0_0_peer_is_served_in_its_framing() {
     use btfs_chunker::bitswap::{Entry, Message, Version, WantType};
-    use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+    use futures::{AsyncWriteExt, StreamExt};
 
     let a = start(Vec::new()).await;
     let data = random_bytes(100_000, 5);
@@ -287,22 +287,12 @@ async fn a_bitswap_1_0_0_peer_is_served_in_its_framing() {
         .await
         .expect("A opens a stream back within 20 s")
         .expect("a stream");
-    let mut body = Vec::new();
-    let read = async {
-        let mut len = Vec::new();
-        loop {
-            let mut b = [0u8; 1];
-            stream.read_exact(&mut b).await.expect("length prefix");
-            len.push(b[0]);
-            if b[0] & 0x80 == 0 {
-                break;
-            }
-        }
-        let (len, _) = btfs_chunker::varint::decode(&len).expect("varint");
-        body.resize(len as usize, 0);
-        stream.read_exact(&mut body).await.expect("message body");
-    };
-    tokio::time::timeout(Duration::from_secs(20), read).await.expect("A answers within 20 s");
+    let budget = Arc::new(tokio::sync::Semaphore::new(net::bitswap::wire::INBOUND_BUDGET_KIB));
+    let body = tokio::time::timeout(Duration::from_secs(20), net::bitswap::wire::read_message(&mut stream, &budget))
+        .await
+        .expect("A answers within 20 s")
+        .expect("a message")
+        .expect("not the end of the stream");
     // 1.0.0 carries a block as field 2 with its bytes alone; the CID is the hash of those bytes.
     let mut expected = Vec::new();
     btfs_chunker::varint::encode((2 << 3) | 2, &mut expected);
