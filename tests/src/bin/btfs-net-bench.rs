@@ -102,6 +102,8 @@ fn main() -> Result<()> {
     let one_speed = mb / secs;
     println!("| btfs → btfs, 1 provider | {secs:.2} s | {one_speed:.0} MB/s | {rss} MiB |");
 
+    // The first receiver now holds the file too: stopped, so that it cannot become a fourth provider.
+    drop(one);
     let three = Daemon::start(&[]);
     for p in &providers {
         three.run_ok(&["swarm", "connect", p.tcp_addr()]);
@@ -123,7 +125,19 @@ fn main() -> Result<()> {
         count("DupBlksReceived"),
         count("DupDataReceived") as f64 / 1e6
     );
-    drop((one, three, providers));
+    // How the three providers shared the work: the receiver's ledger with each.
+    let shares: Vec<String> = providers
+        .iter()
+        .map(|p| {
+            let peer = p.tcp_addr().rsplit('/').next().unwrap_or_default();
+            let url = format!("{}/api/v0/bitswap/ledger?arg={peer}", three.api_url());
+            let ledger: serde_json::Value = ureq::post(&url).send_empty().ok()?.body_mut().read_json().ok()?;
+            Some(format!("{:.0} MB", ledger["Recv"].as_f64()? / 1e6))
+        })
+        .map(|share| share.unwrap_or_else(|| "?".into()))
+        .collect();
+    println!("(3 providers: received from each: {})", shares.join(", "));
+    drop((three, providers));
 
     let out = Command::new("node")
         .arg(js_dir().join("helia-pair-bench.mjs"))

@@ -37,6 +37,8 @@ const MAX_UNSTORED_BYTES: u64 = 64 * 1024 * 1024;
 /// A peer with work that delivers nothing for this long is late: its wants are sent again (to another
 /// peer when there is one). Messages do get lost: a peer may close a stream with a message half-written.
 const WANT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connected peer that has not said it holds the data waits before it is asked again.
+const REPROBE_AFTER: Duration = Duration::from_secs(1);
 /// How often the session looks again for peers while it has none.
 const SEARCH_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -95,8 +97,8 @@ struct Session {
     peers: HashMap<PeerId, SessionPeer>,
     /// Peers that said they lack a block.
     lacking: HashMap<Cid, HashSet<PeerId>>,
-    /// Peers asked whether they have the first block.
-    probed: HashSet<PeerId>,
+    /// Peers asked whether they have the first block, and when.
+    probed: HashMap<PeerId, Instant>,
     seen: HashSet<Cid>,
     /// Received blocks not yet confirmed stored, with their sizes.
     unstored: HashMap<Cid, u64>,
@@ -123,7 +125,7 @@ impl Bitswap {
             inflight: HashMap::new(),
             peers: HashMap::new(),
             lacking: HashMap::new(),
-            probed: HashSet::new(),
+            probed: HashMap::new(),
             seen: HashSet::new(),
             unstored: HashMap::new(),
             unstored_bytes: 0,
@@ -325,11 +327,13 @@ impl Session {
         }
     }
 
-    /// Asks `peer` whether it has the first missing block.
+    /// Asks `peer` whether it has the first missing block, unless it is already one of ours or was asked
+    /// within `REPROBE_AFTER`.
     async fn probe(&mut self, peer: PeerId) {
-        if self.peers.contains_key(&peer) || !self.probed.insert(peer) {
+        if self.peers.contains_key(&peer) || self.probed.get(&peer).is_some_and(|t| t.elapsed() < REPROBE_AFTER) {
             return;
         }
+        self.probed.insert(peer, Instant::now());
         let Some(first) = self.need.front().copied().or_else(|| self.inflight.keys().next().copied()) else {
             return;
         };
@@ -354,6 +358,13 @@ impl Session {
     }
 
     async fn on_tick(&mut self) -> Result<(), FetchError> {
+        // Connected peers that are not ours yet are asked again: a peer that connected after the first search,
+        // or whose answer to it was lost, would otherwise never be asked while others keep the session busy.
+        if !self.need.is_empty() || !self.inflight.is_empty() {
+            for peer in self.bitswap.connected_peers().await {
+                self.probe(peer).await;
+            }
+        }
         let now = Instant::now();
         // A peer is late when it has had work for WANT_TIMEOUT without delivering anything: a slow peer
         // working through a long window is not late. Its wants go back in the queue, to other peers when
