@@ -41,6 +41,9 @@ fn a_daemon_serves_what_only_its_peer_has_and_counts_it() {
     std::fs::write(&file, &data).expect("write");
     let cid = provider.run_ok(&["add", "-Q", file.to_str().expect("utf-8")]).trim().to_string();
     gateway.run_ok(&["swarm", "connect", provider.tcp_addr()]);
+    // `swarm peers` names the peer as kubo does: its transport address, then /p2p/<id> once.
+    let peers = gateway.run_ok(&["swarm", "peers"]);
+    assert!(peers.lines().any(|l| l.trim() == provider.tcp_addr()), "{peers:?} lacks {}", provider.tcp_addr());
 
     let base = gateway.gateway_url();
     // Not local: only-if-cached refuses instead of fetching.

@@ -74,7 +74,11 @@ async fn swarm_peers(State(ctx): State<RpcContext>) -> Result<Response, ApiError
         .peers()
         .await
         .into_iter()
-        .map(|(peer, addr)| {
+        .map(|(peer, mut addr)| {
+            // kubo's Addr is the transport address alone; one we dialled still ends with the peer's id.
+            if matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+                addr.pop();
+            }
             json!({ "Addr": addr.to_string(), "Peer": peer.to_string(), "Latency": "", "Muxer": "", "Direction": 0, "Streams": null })
         })
         .collect();
