@@ -219,12 +219,7 @@ impl BlockStore {
 
     /// Reads the block named by `cid` from this store only.
     pub fn get_local(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
-        if cid.hash().code() == IDENTITY {
-            return Ok(Some(cid.hash().digest().to_vec()));
-        }
-        self.db
-            .get_cf(self.cf(CF_BLOCKS)?, cid.hash().to_bytes())
-            .map_err(|source| StoreError::Read { cid: *cid, source })
+        self.with_local(cid, <[u8]>::to_vec)
     }
 
     /// Hands `read` the bytes of the block named by `cid` where RocksDB holds them, without copying them
