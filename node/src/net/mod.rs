@@ -1,4 +1,4 @@
-//! The libp2p node: TCP and QUIC, Noise, Yamux, identify, ping, connection limits, Kademlia with a
+//! The libp2p node: TCP (TLS or Noise) and QUIC, Yamux, identify, ping, connection limits, Kademlia with a
 //! persistent record store, and our Bitswap over libp2p-stream (outbound) and `inbound` (inbound).
 //!
 //! The swarm is an actor: `SwarmHandle` sends `SwarmCommand`s over a bounded channel to one task that owns
@@ -7,6 +7,7 @@
 pub mod bitswap;
 pub mod dht_store;
 pub mod inbound;
+pub mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -179,7 +180,12 @@ pub async fn start(
     let store = DhtStore::new(node.clone(), peer_id, DhtLimits::default());
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            // Offered in this order: TLS (AES-GCM) between btfs nodes, Noise for Helia and others.
+            (tls::Config::new, noise::Config::new),
+            yamux::Config::default,
+        )
         .map_err(|e| NetError::Setup(e.to_string()))?
         .with_quic()
         .with_behaviour(|key| {
