@@ -1,5 +1,6 @@
-//! The libp2p node: TCP (TLS or Noise) and QUIC, Yamux, identify, ping, connection limits, Kademlia with a
-//! persistent record store, and our Bitswap over libp2p-stream (outbound) and `inbound` (inbound).
+//! The libp2p node: TCP (TLS or Noise, then Yamux with large frames) and QUIC, identify, ping, connection
+//! limits, Kademlia with a persistent record store, and our Bitswap over libp2p-stream (outbound) and
+//! `inbound` (inbound).
 //!
 //! The swarm is an actor: `SwarmHandle` sends `SwarmCommand`s over a bounded channel to one task that owns
 //! the `Swarm` and also turns its events into replies, Bitswap peer events and Kademlia bookkeeping.
@@ -7,6 +8,7 @@
 pub mod bitswap;
 pub mod dht_store;
 pub mod inbound;
+pub mod mux;
 pub mod tls;
 
 use std::collections::{HashMap, HashSet};
@@ -20,7 +22,7 @@ use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult, RecordKey};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, identify, noise, ping, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, identify, noise, ping, tcp};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -184,7 +186,7 @@ pub async fn start(
             tcp::Config::default().nodelay(true),
             // Offered in this order: TLS (AES-GCM) between btfs nodes, Noise for Helia and others.
             (tls::Config::new, noise::Config::new),
-            yamux::Config::default,
+            mux::Config::default,
         )
         .map_err(|e| NetError::Setup(e.to_string()))?
         .with_quic()
