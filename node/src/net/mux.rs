@@ -1,12 +1,13 @@
-//! Yamux (`/yamux/1.0.0`) as the connection muxer, with data frames of up to 256 KiB.
+//! Yamux (`/yamux/1.0.0`) as the connection muxer, with data frames of up to 128 KiB.
 //!
 //! libp2p-yamux leaves yamux's default of 16 KiB per data frame in place and offers no way to change it.
 //! Each frame costs the sender a flush (a system call and, under TLS, a record for its 12-byte header
 //! besides the records of its body) and the receiver a frame to decode and a buffer to allocate, so a
 //! Bitswap transfer paid that 65,536 times per GiB. A frame never exceeds the send window the peer granted,
-//! so larger frames are within the yamux spec for every peer: Helia's yamux, go-yamux and rust-yamux
-//! check frames against the window (rust-yamux also caps them at 1 MiB). Everything else is yamux's
-//! defaults, as libp2p-yamux sets them.
+//! so larger frames are within the yamux spec: Helia's yamux and go-yamux check frames against the window,
+//! rust-yamux caps them at 1 MiB. 128 KiB rather than more: nim-libp2p starts a stream's window at 256,000
+//! bytes, under a 256 KiB frame, and a frame holds up every other stream of the connection while it is
+//! sent (10 ms at 100 Mbit/s). Everything else is yamux's defaults, as libp2p-yamux sets them.
 
 use std::collections::VecDeque;
 use std::io;
@@ -19,7 +20,7 @@ use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
 use libp2p::core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
 
 /// The largest data frame we send.
-pub const MAX_DATA_FRAME: usize = 256 * 1024;
+pub const MAX_DATA_FRAME: usize = 128 * 1024;
 
 /// Inbound streams opened but not yet taken by the swarm; more are reset, as libp2p-yamux does.
 const MAX_WAITING_INBOUND: usize = 256;
@@ -127,25 +128,26 @@ where
         self.get_mut().connection.poll_close(cx)
     }
 
-    /// Drives the connection. Streams the peer opens meanwhile wait for `poll_inbound`.
+    /// Drives the connection. A stream the peer opens meanwhile waits for `poll_inbound`; after each one
+    /// the task is woken again rather than looping, so that the swarm can take it before the next arrives.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<StreamMuxerEvent, Self::Error>> {
         let this = self.get_mut();
-        loop {
-            let stream = match this.next_inbound(cx) {
-                Poll::Ready(Ok(stream)) => stream,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            };
-            if this.waiting.len() >= MAX_WAITING_INBOUND {
-                tracing::debug!(%stream, "resetting an inbound stream: {MAX_WAITING_INBOUND} wait already");
-                drop(stream);
-                continue;
-            }
+        let stream = match this.next_inbound(cx) {
+            Poll::Ready(Ok(stream)) => stream,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        };
+        if this.waiting.len() >= MAX_WAITING_INBOUND {
+            tracing::debug!(%stream, "resetting an inbound stream: {MAX_WAITING_INBOUND} wait already");
+            drop(stream);
+        } else {
             this.waiting.push_back(stream);
             if let Some(waker) = this.wants_inbound.take() {
                 waker.wake();
             }
         }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
@@ -197,6 +199,10 @@ mod tests {
         C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         tokio::spawn(poll_fn(move |cx| {
+            // `poll` first, as the swarm does: a stream it reads off the connection waits in the queue.
+            if let Poll::Ready(Err(_)) = muxer.poll_unpin(cx) {
+                return Poll::Ready(());
+            }
             if let Some(tx) = inbound.take() {
                 match muxer.poll_inbound_unpin(cx) {
                     Poll::Ready(Ok(stream)) => drop(tx.send(stream)),
@@ -204,10 +210,7 @@ mod tests {
                     Poll::Pending => inbound = Some(tx),
                 }
             }
-            match muxer.poll_unpin(cx) {
-                Poll::Ready(Err(_)) => Poll::Ready(()),
-                _ => Poll::Pending,
-            }
+            Poll::Pending
         }));
     }
 

@@ -3,8 +3,12 @@
 //! libp2p-tls lists ChaCha20-Poly1305 first, and a TLS 1.3 server takes the client's order, so two
 //! libp2p-tls peers always settle on ChaCha20-Poly1305. On x86-64 with AES-NI and VAES that costs four
 //! times as much CPU per byte as AES-GCM (2.7 against 10–12 GB/s here, one core), and encryption is a
-//! fifth of what both ends of a Bitswap transfer spend. This upgrade offers AES-128-GCM first and, as a
-//! server, picks by its own order, so a connection with any libp2p TLS peer uses AES-GCM.
+//! fifth of what both ends of a Bitswap transfer spend. On a CPU with AES instructions this upgrade offers
+//! AES-128-GCM first and, as a server, picks by its own order, so a connection with any libp2p TLS peer
+//! uses AES-GCM. Without them it keeps libp2p-tls's order and the client's choice.
+//!
+//! Session resumption is off: every peer has the same server name (none), so a ticket from one peer would
+//! be offered, in the clear, to the next, linking our connections, and could never be used anyway.
 //!
 //! The certificate (self-signed, carrying the libp2p public-key extension) and its parsing come from
 //! libp2p-tls; this module only builds the rustls configurations and the certificate checks the spec
@@ -63,7 +67,8 @@ impl Config {
         // present it.
         let client_cert = libp2p_tls::make_client_config(keypair, None)?.client_auth_cert_resolver;
         let server_cert = libp2p_tls::make_server_config(keypair)?.cert_resolver;
-        let provider = Arc::new(provider());
+        let aes = has_aes_instructions();
+        let provider = Arc::new(provider(aes));
 
         let mut client = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -71,24 +76,47 @@ impl Config {
             .with_custom_certificate_verifier(Arc::new(Libp2pCertificates))
             .with_client_cert_resolver(client_cert);
         client.alpn_protocols = vec![ALPN.to_vec()];
+        client.resumption = rustls::client::Resumption::disabled();
 
         let mut server = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(Arc::new(Libp2pCertificates))
             .with_cert_resolver(server_cert);
         server.alpn_protocols = vec![ALPN.to_vec()];
+        server.send_tls13_tickets = 0;
+        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         // A stock libp2p-tls client lists ChaCha20-Poly1305 first; choose by our order instead.
-        server.ignore_client_order = true;
+        server.ignore_client_order = aes;
 
         Ok(Self { client: Arc::new(client), server: Arc::new(server) })
     }
 }
 
-/// aws-lc-rs (as libp2p-tls uses), TLS 1.3 suites only, AES-GCM first.
-fn provider() -> rustls::crypto::CryptoProvider {
+/// aws-lc-rs (as libp2p-tls uses), TLS 1.3 suites only: AES-GCM first when `aes`, else ChaCha20 first.
+fn provider(aes: bool) -> rustls::crypto::CryptoProvider {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    provider.cipher_suites = vec![TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256];
+    provider.cipher_suites = if aes {
+        vec![TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256]
+    } else {
+        vec![TLS13_CHACHA20_POLY1305_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_AES_128_GCM_SHA256]
+    };
     provider
+}
+
+/// Whether this CPU runs AES-GCM in hardware (AES and carry-less multiplication instructions).
+fn has_aes_instructions() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes") && std::arch::is_aarch64_feature_detected!("pmull")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
 }
 
 impl UpgradeInfo for Config {
@@ -185,7 +213,7 @@ impl Libp2pCertificates {
         rustls::Error::General("TLS 1.2 is not offered to libp2p peers".into())
     }
 
-    /// Elliptic curves first; RSA only for peers with RSA identities.
+    /// The schemes a libp2p certificate's key may sign with (libp2p-tls makes ECDSA P-256 keys), best first.
     fn schemes() -> Vec<SignatureScheme> {
         vec![
             SignatureScheme::ECDSA_NISTP384_SHA384,
@@ -311,6 +339,12 @@ mod tests {
         (listener_id, dialer_id, suite)
     }
 
+    #[test]
+    fn this_machine_has_aes_instructions() {
+        // The tests below expect AES-GCM; on a CPU without AES instructions ChaCha20 is the right choice.
+        assert!(has_aes_instructions(), "the AES-GCM tests need a CPU with AES instructions");
+    }
+
     #[tokio::test]
     async fn two_btfs_nodes_use_aes_gcm_and_learn_each_others_id() {
         let (k1, k2) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
@@ -340,7 +374,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dialer_without_a_certificate_is_refused() {
-        let anonymous = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
+        let anonymous = rustls::ClientConfig::builder_with_provider(Arc::new(provider(true)))
             .with_protocol_versions(&[&rustls::version::TLS13])
             .expect("TLS 1.3")
             .dangerous()
@@ -360,8 +394,9 @@ mod tests {
             listener.upgrade_inbound(b.compat(), PROTOCOL)
         );
         let Err(err) = inb.map(|(peer, _)| peer) else { panic!("a peer without a certificate was accepted") };
-        let err = err.to_string();
-        assert!(err.contains("listener"), "{err}");
+        let TlsError::Inbound(err) = err else { panic!("refused for another reason: {err}") };
+        let cause = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+        assert!(matches!(cause, Some(rustls::Error::NoCertificatesPresented)), "refused for another reason: {err}");
         assert!(out.is_err(), "the dialer was not told: {out:?}");
     }
 }
