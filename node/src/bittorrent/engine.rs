@@ -9,14 +9,15 @@
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use librqbit::storage::{StorageFactory, StorageFactoryExt, TorrentStorage};
+use super::fetch::Discovery;
 use librqbit::{
     AddTorrent, AddTorrentOptions, AddTorrentResponse, DhtSessionConfig, ListenerMode, ListenerOptions,
-    ManagedTorrentShared, PeerConnectionOptions, Session, SessionOptions, TorrentMetadata, TorrentStatsState,
+    ManagedTorrentShared, PeerConnectionOptions, Session, SessionOptions, TorrentMetadata,
 };
 
 /// How a swarm session is set up.
@@ -85,14 +86,11 @@ pub trait SeedFiles: Send + Sync {
     fn read_at(&self, file: usize, offset: u64, buf: &mut [u8]) -> Result<(), String>;
 }
 
-/// Where a download's bytes go. The engine writes blocks as they arrive, reads pieces back (to check their
-/// hashes, to serve other peers, and in its initial check of what is already held), and reports each piece
-/// that passed its hash check.
+/// Where a download's bytes go. The downloader reads pieces back in its initial check of what is already
+/// held, and hands on each piece, whole, once it passed its hash check.
 pub trait PieceSink: SeedFiles {
-    /// Stores `data` as the bytes of file `file` at `offset` (not yet verified).
-    fn write_at(&self, file: usize, offset: u64, data: &[u8]) -> Result<(), String>;
-    /// Piece `piece` matched its hash.
-    fn piece_verified(&self, piece: u32) -> Result<(), String>;
+    /// Piece `piece` matched its hash; `data` is all of it.
+    fn piece_complete(&self, piece: u32, data: Vec<u8>) -> Result<(), String>;
     /// The engine's initial check of what is held is over.
     fn initialized(&self);
     /// Set once the sink cannot go on; the download stops with it.
@@ -123,6 +121,8 @@ pub struct Librqbit {
     session: Arc<Session>,
     listen: SocketAddr,
     runtime: EngineRuntime,
+    /// Where downloads find peers; the downloads themselves are ours (`fetch.rs`).
+    discovery: Discovery,
 }
 
 /// A current-thread Tokio runtime on a thread of its own, where a librqbit session and every task it spawns
@@ -206,7 +206,14 @@ impl Librqbit {
             .await?
             .map_err(|e| EngineError::Start(format!("{e:#}")))?;
         let listen = session.listen_addr().unwrap_or(listen);
-        Ok(Self { session, listen, runtime })
+        let reqwest = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| EngineError::Start(format!("cannot make the tracker client: {e}")))?;
+        let discovery =
+            Discovery { runtime: runtime.handle.clone(), dht: session.get_dht().cloned(), listen, reqwest };
+        Ok(Self { session, listen, runtime, discovery })
     }
 }
 
@@ -243,39 +250,7 @@ impl Engine for Librqbit {
     }
 
     fn download<'a>(&'a self, job: Download<'a>) -> BoxFuture<'a, Result<(), EngineError>> {
-        Box::pin(async move {
-            let opts = AddTorrentOptions {
-                overwrite: true,
-                storage_factory: Some(BlockStorageFactory { backing: Backing::Import(job.sink.clone()) }.boxed()),
-                only_files: job.only.clone(),
-                initial_peers: (!job.peers.is_empty()).then(|| job.peers.clone()),
-                peer_opts: Some(peer_opts()),
-                ..Default::default()
-            };
-            let (session, torrent) = (self.session.clone(), job.torrent.clone());
-            let handle = self
-                .runtime
-                .run(async move { session.add_torrent(AddTorrent::TorrentFileBytes(torrent), Some(opts)).await })
-                .await?
-                .map_err(|e| EngineError::Add(format!("{e:#}")))?
-                .into_handle()
-                .ok_or_else(|| EngineError::Add("no torrent handle".into()))?;
-            let id = handle.id();
-            let outcome = async {
-                let h = handle.clone();
-                self.runtime
-                    .run(async move { h.wait_until_initialized().await })
-                    .await?
-                    .map_err(|e| EngineError::Failed(format!("{e:#}")))?;
-                job.sink.initialized();
-                watch(self, &handle, job.stall_timeout, job.progress, &*job.sink).await
-            }
-            .await;
-            // Leave the swarm either way; what the sink holds stays for a resumed import.
-            let session = self.session.clone();
-            let _ = self.runtime.run(async move { session.delete(id.into(), false).await }).await;
-            outcome
-        })
+        Box::pin(super::fetch::download(job, &self.discovery))
     }
 
     fn seed(&self, torrent: Bytes, files: Arc<dyn SeedFiles>) -> BoxFuture<'_, Result<(), EngineError>> {
@@ -283,7 +258,7 @@ impl Engine for Librqbit {
         let seeded = self.runtime.run(async move {
             let opts = AddTorrentOptions {
                 overwrite: true,
-                storage_factory: Some(BlockStorageFactory { backing: Backing::Seed(files) }.boxed()),
+                storage_factory: Some(BlockStorageFactory { files }.boxed()),
                 peer_opts: Some(peer_opts()),
                 ..Default::default()
             };
@@ -346,114 +321,23 @@ impl Engine for Librqbit {
     }
 }
 
-/// How long a download may sit with no live peer and no progress before the engine announces again.
-const KICK_AFTER: Duration = Duration::from_secs(12);
-
-/// Follows a download to its end, reporting progress; fails when nothing arrives for `stall`.
-async fn watch(
-    engine: &Librqbit,
-    handle: &Arc<librqbit::ManagedTorrent>,
-    stall: Duration,
-    progress: &(dyn Fn(Progress) + Send + Sync),
-    sink: &dyn PieceSink,
-) -> Result<(), EngineError> {
-    let started = Instant::now();
-    let mut last_done = 0u64;
-    let mut last_change = Instant::now();
-    let mut last_kick = Instant::now();
-    let until_completed = || {
-        let h = handle.clone();
-        engine.runtime.run(async move { h.wait_until_completed().await })
-    };
-    let mut completed = std::pin::pin!(until_completed());
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        tokio::select! {
-            result = &mut completed => {
-                let stats = handle.stats();
-                progress(Progress { done: stats.progress_bytes, total: stats.total_bytes, peers: 0, speed: 0.0 });
-                return result?.map_err(|e| EngineError::Failed(format!("{e:#}")));
-            }
-            _ = tick.tick() => {
-                let stats = handle.stats();
-                if let Some(e) = sink.failure() {
-                    return Err(EngineError::Failed(e));
-                }
-                if let TorrentStatsState::Error = stats.state {
-                    return Err(EngineError::Failed(stats.error.unwrap_or_else(|| "unknown error".into())));
-                }
-                let (peers, speed) = stats.live.as_ref().map_or((0, 0.0), |l| {
-                    (l.snapshot.peer_stats.live as usize, l.download_speed.mbps * 1024.0 * 1024.0)
-                });
-                progress(Progress { done: stats.progress_bytes, total: stats.total_bytes, peers, speed });
-                // librqbit retries a peer that failed after 10 s, then 60 s, and never one that called in: a
-                // swarm of one seeder whose connections broke sits idle for minutes. With no live peer and no
-                // progress for a while, pause and resume the torrent: it announces again and dials afresh.
-                if peers == 0 && last_change.elapsed() >= KICK_AFTER && last_kick.elapsed() >= KICK_AFTER {
-                    tracing::info!(done = stats.progress_bytes, "no live peer and no progress: announcing again");
-                    last_kick = Instant::now();
-                    let (session, h) = (engine.session.clone(), handle.clone());
-                    let kicked = engine.runtime.run(async move {
-                        match session.pause(&h).await {
-                            Ok(()) => session.unpause(&h).await.map(|()| true),
-                            Err(_) => Ok(false),
-                        }
-                    });
-                    match kicked.await? {
-                        Ok(true) => completed.set(until_completed()),
-                        Ok(false) => {}
-                        Err(e) => return Err(EngineError::Failed(format!("cannot resume the torrent: {e:#}"))),
-                    }
-                }
-                if stats.progress_bytes != last_done {
-                    last_done = stats.progress_bytes;
-                    last_change = Instant::now();
-                } else if last_change.elapsed() >= stall {
-                    let peers = stats.live.as_ref().map_or_else(
-                        || "not live".to_string(),
-                        |l| {
-                            let p = &l.snapshot.peer_stats;
-                            format!(
-                                "peers: {} seen, {} live, {} connecting, {} queued, {} dead; {}",
-                                p.seen, p.live, p.connecting, p.queued, p.dead, sink.state()
-                            )
-                        },
-                    );
-                    return Err(EngineError::Timeout {
-                        done: stats.progress_bytes,
-                        total: stats.total_bytes,
-                        after: started.elapsed(),
-                        peers,
-                    });
-                }
-            }
-        }
-    }
-}
-
-/// Storage over the block store: reads and writes go to a `PieceSink` for an import; for seeding, reads come
-/// through `SeedFiles` and writes are refused (a seeded torrent is complete by construction, and the initial
-/// check proves it).
-#[derive(Clone)]
-enum Backing {
-    Seed(Arc<dyn SeedFiles>),
-    Import(Arc<dyn PieceSink>),
-}
-
+/// Storage over the block store, for seeding: reads come through `SeedFiles` and writes are refused (a seeded
+/// torrent is complete by construction, and the initial check proves it). Imports do not use librqbit's
+/// storage: their downloads are `fetch.rs`'s.
 #[derive(Clone)]
 struct BlockStorageFactory {
-    backing: Backing,
+    files: Arc<dyn SeedFiles>,
 }
 
 struct BlockStorage {
-    backing: Backing,
+    files: Arc<dyn SeedFiles>,
 }
 
 impl StorageFactory for BlockStorageFactory {
     type Storage = BlockStorage;
 
     fn create(&self, _: &ManagedTorrentShared, _: &TorrentMetadata) -> anyhow::Result<BlockStorage> {
-        Ok(BlockStorage { backing: self.backing.clone() })
+        Ok(BlockStorage { files: self.files.clone() })
     }
 
     fn clone_box(&self) -> librqbit::storage::BoxStorageFactory {
@@ -467,25 +351,15 @@ impl TorrentStorage for BlockStorage {
     }
 
     fn pread_exact(&self, file_id: usize, offset: u64, buf: &mut [u8]) -> anyhow::Result<()> {
-        let read = match &self.backing {
-            Backing::Seed(files) => files.read_at(file_id, offset, buf),
-            Backing::Import(sink) => sink.read_at(file_id, offset, buf),
-        };
-        read.map_err(anyhow::Error::msg)
+        self.files.read_at(file_id, offset, buf).map_err(anyhow::Error::msg)
     }
 
-    fn pwrite_all(&self, file_id: usize, offset: u64, data: &[u8]) -> anyhow::Result<()> {
-        match &self.backing {
-            Backing::Seed(_) => anyhow::bail!("a seeded torrent is read-only (write to file {file_id} at {offset})"),
-            Backing::Import(sink) => sink.write_at(file_id, offset, data).map_err(anyhow::Error::msg),
-        }
+    fn pwrite_all(&self, file_id: usize, offset: u64, _: &[u8]) -> anyhow::Result<()> {
+        anyhow::bail!("a seeded torrent is read-only (write to file {file_id} at {offset})")
     }
 
-    fn on_piece_completed(&self, piece: librqbit_core::lengths::ValidPieceIndex) -> anyhow::Result<()> {
-        match &self.backing {
-            Backing::Seed(_) => Ok(()),
-            Backing::Import(sink) => sink.piece_verified(piece.get()).map_err(anyhow::Error::msg),
-        }
+    fn on_piece_completed(&self, _: librqbit_core::lengths::ValidPieceIndex) -> anyhow::Result<()> {
+        Ok(())
     }
 
     fn remove_file(&self, _: usize, _: &Path) -> anyhow::Result<()> {
@@ -501,7 +375,7 @@ impl TorrentStorage for BlockStorage {
     }
 
     fn take(&self) -> anyhow::Result<Box<dyn TorrentStorage>> {
-        Ok(Box::new(BlockStorage { backing: self.backing.clone() }))
+        Ok(Box::new(BlockStorage { files: self.files.clone() }))
     }
 }
 

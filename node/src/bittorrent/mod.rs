@@ -17,8 +17,10 @@
 //! `root/<cid>` → the infohash, for seeding by CID.
 
 pub mod engine;
+mod fetch;
 pub mod files;
 pub mod stream;
+mod wire;
 
 use std::collections::HashMap;
 use std::path::Path;

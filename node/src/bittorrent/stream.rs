@@ -1,8 +1,8 @@
 //! Streaming import: verified pieces go straight into UnixFS leaves in the block store, with no staging copy,
 //! so an import writes its data once.
 //!
-//! The engine writes each 16 KiB block of a piece into an in-memory piece buffer and reads the piece back to
-//! check its SHA-1. Once it passes, the piece is handed (through a bounded queue, so a slow store slows the
+//! The downloader (`fetch.rs`) collects each piece in a buffer of its own and checks its SHA-1. Once it
+//! passes, the piece is handed (through a bounded queue, so a slow store slows the
 //! download rather than filling memory) to one assembler thread, which cuts it into the leaves `btfs add`
 //! would make of each file: a leaf lies at a multiple of the chunk size *within its file*, so a leaf that
 //! straddles two pieces waits, as a partial leaf, for the other. Complete leaves are hashed and stored at
@@ -11,8 +11,8 @@
 //! them so, however the pieces arrived), then the directories, and pins the root. The CIDs are exactly those
 //! of `btfs add -r --hidden` of the same files: same leaves, same layout, same directory builder.
 //!
-//! Reads (verification, serving other peers, and the engine's check of what a resumed import holds) are
-//! answered from, in turn: a piece buffer, a stored leaf, a partial leaf. Bytes found nowhere are an error,
+//! Reads (the downloader's check of what a resumed import holds, and building leaves no piece brought) are
+//! answered from, in turn: a verified piece not yet absorbed, a stored leaf, a partial leaf. Bytes found nowhere are an error,
 //! except during that initial check, where they read as zeros: a piece holding them then fails its hash and
 //! is fetched, unless its bytes really are zeros, and then zeros are its content.
 //!
@@ -23,9 +23,9 @@
 //! whose blocks are still in the store, and the engine's initial check then finds every piece they cover.
 //! Partial leaves live only in memory, so the pieces under them are fetched again.
 //!
-//! **Memory.** Piece buffers exist only for pieces in flight or queued (the engine's request window plus
-//! `QUEUE_BYTES`); partial leaves are capped at `MAX_PARTIAL_BYTES` (the engine fetches each file's pieces
-//! first, last, then in order, so only a few leaves wait at any time).
+//! **Memory.** Piece buffers exist only for pieces in flight or queued (the downloader's buffers, at most
+//! 256 MiB, plus `QUEUE_BYTES`); partial leaves are capped at `MAX_PARTIAL_BYTES` (the downloader claims
+//! pieces in order, so only a few leaves wait at any time).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -93,8 +93,6 @@ impl Partial {
 }
 
 struct State {
-    /// Pieces being written by the engine, not yet verified.
-    inflight: HashMap<u32, Vec<u8>>,
     /// Verified pieces the assembler has not finished with.
     verified: HashMap<u32, Arc<Vec<u8>>>,
     partial: HashMap<(usize, u64), Partial>,
@@ -211,7 +209,6 @@ impl StreamImport {
             chunk,
             record_prefix,
             state: Mutex::new(State {
-                inflight: HashMap::new(),
                 verified: HashMap::new(),
                 partial: HashMap::new(),
                 partial_bytes: 0,
@@ -326,8 +323,7 @@ impl Inner {
             let leaf_left = (leaf + 1) * self.chunk - pos;
             let dst = (pos - offset) as usize;
             let state = self.lock();
-            let buffered = state.inflight.get(&(piece as u32)).map(Vec::as_slice);
-            let buffered = buffered.or_else(|| state.verified.get(&(piece as u32)).map(|v| v.as_slice()));
+            let buffered = state.verified.get(&(piece as u32)).map(|v| v.as_slice());
             if let Some(data) = buffered {
                 let n = piece_left.min(end - pos) as usize;
                 let from = in_piece as usize;
@@ -612,6 +608,17 @@ impl Inner {
 }
 
 impl Inner {
+    /// Queues a verified piece for the assembler (waiting while the queue is full).
+    fn hand_on(&self, piece: u32, data: Arc<Vec<u8>>) -> Result<(), String> {
+        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let sent = queue.is_some_and(|q| q.send(Msg::Piece(piece, data)).is_ok());
+        if !sent {
+            self.fail(format!("piece {piece} arrived after the import stopped"));
+            return Err(self.failure_or("stopped"));
+        }
+        Ok(())
+    }
+
     /// Notes a refusal, for the stall message.
     fn refused<T>(&self, result: Result<T, String>) -> Result<T, String> {
         if let Err(e) = &result {
@@ -633,33 +640,7 @@ impl SeedFiles for Inner {
 }
 
 impl PieceSink for Inner {
-    fn write_at(&self, file: usize, offset: u64, data: &[u8]) -> Result<(), String> {
-        let span = *self.spans.get(file).ok_or_else(|| format!("no file {file}"))?;
-        let end = offset.checked_add(data.len() as u64).filter(|e| *e <= span.length);
-        end.ok_or_else(|| format!("write of {} bytes at {offset} past the end of file {file}", data.len()))?;
-        let mut state = self.lock();
-        if let Some(e) = &state.error {
-            return Err(e.clone());
-        }
-        let mut done = 0usize;
-        // A block that arrives for a piece already verified (a duplicate of a stolen request) is dropped:
-        // kept, it would start a new buffer that shadows the stored piece.
-        while done < data.len() {
-            let abs = span.start + offset + done as u64;
-            let piece = abs / self.piece_length;
-            let len = self.piece_len(piece);
-            let within = (abs - piece * self.piece_length) as usize;
-            let n = (len as usize - within).min(data.len() - done);
-            if !state.fed.get(piece as usize).copied().unwrap_or(true) {
-                let buf = state.inflight.entry(piece as u32).or_insert_with(|| vec![0; len as usize]);
-                buf[within..within + n].copy_from_slice(&data[done..done + n]);
-            }
-            done += n;
-        }
-        Ok(())
-    }
-
-    fn piece_verified(&self, piece: u32) -> Result<(), String> {
+    fn piece_complete(&self, piece: u32, data: Vec<u8>) -> Result<(), String> {
         let data = {
             let mut state = self.lock();
             if let Some(e) = &state.error {
@@ -670,19 +651,15 @@ impl PieceSink for Inner {
                 Some(true) => return Ok(()),
                 Some(false) => {}
             }
-            let data =
-                Arc::new(state.inflight.remove(&piece).ok_or_else(|| format!("piece {piece} was never written"))?);
+            if data.len() as u64 != self.piece_len(u64::from(piece)) {
+                return Err(format!("piece {piece} has {} bytes", data.len()));
+            }
+            let data = Arc::new(data);
             state.fed[piece as usize] = true;
             state.verified.insert(piece, data.clone());
             data
         };
-        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let sent = queue.is_some_and(|q| q.send(Msg::Piece(piece, data)).is_ok());
-        if !sent {
-            self.fail(format!("piece {piece} arrived after the import stopped"));
-            return Err(self.failure_or("stopped"));
-        }
-        Ok(())
+        self.hand_on(piece, data)
     }
 
     fn initialized(&self) {
@@ -696,8 +673,7 @@ impl PieceSink for Inner {
     fn state(&self) -> String {
         let state = self.lock();
         format!(
-            "{} pieces being written, {} verified and queued, {} handed on, {} leaves waiting for another piece{}",
-            state.inflight.len(),
+            "{} pieces verified and queued, {} handed on, {} leaves waiting for another piece{}",
             state.verified.len(),
             state.fed.iter().filter(|f| **f).count(),
             state.partial.len(),

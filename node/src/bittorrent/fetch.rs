@@ -1,0 +1,840 @@
+//! The import's downloader: our own peer wire client for the bulk of a download.
+//!
+//! librqbit still finds the metadata of a magnet and seeds; peers come from the torrent's trackers (through
+//! librqbit's tracker client), from the engine's DHT node, and from whoever the caller met resolving a
+//! magnet. The transfer itself is ours because it is the hot path: librqbit writes every 16 KiB block
+//! through its storage trait, reads each piece back to hash it, and keeps per-block state behind locks,
+//! which on two cores made its download alone slower than libtorrent's (docs/performance.md, issue 6). Here
+//! a block is copied once, from the socket's buffer into its piece, and a piece is hashed where it lies and
+//! handed to the sink whole.
+//!
+//! Each peer gets a task on the engine's thread that keeps up to `REQUEST_WINDOW` blocks requested. Pieces
+//! are claimed whole, in order (so the assembler's partial leaves resolve soon); once none is left unclaimed
+//! a peer with nothing to do may also fetch a piece another peer has under way (end game), and the first
+//! copy that passes its hash wins. A piece that fails its hash is fetched again from anyone; a peer that
+//! sends `MAX_BAD_PIECES` of them is dropped and not dialled again. Only outgoing connections are made:
+//! the engine's listener belongs to librqbit, and peers that call in are found by announcing again.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use btfs_chunker::torrent::{Metainfo, parse_torrent};
+use futures::StreamExt;
+use sha1::{Digest, Sha1};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
+
+use super::engine::{Download, EngineError, PieceSink, Progress};
+use super::wire::{self, BLOCK_LEN, HANDSHAKE_LEN, Message, WireError};
+
+/// Blocks a peer may have requested and not yet delivered (4 MiB; libtorrent serves up to 500 by default).
+const REQUEST_WINDOW: usize = 256;
+/// Peers connected at once.
+const MAX_PEERS: usize = 32;
+/// Piece bytes held in buffers by all peers together; a peer may always hold one piece.
+const MAX_BUFFERED: u64 = 256 * 1024 * 1024;
+/// Bad pieces a peer may send before it is dropped for good.
+const MAX_BAD_PIECES: u32 = 2;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A peer with requests outstanding that sends nothing for this long is dropped.
+const PEER_SILENCE: Duration = Duration::from_secs(20);
+/// A peer whose connection ended is dialled again after this long (doubling with each failure in a row).
+const REDIAL_AFTER: Duration = Duration::from_secs(2);
+/// With nothing arriving for this long (or no peer at all for `ALONE_AFTER`), trackers and the DHT are
+/// asked again: peers that called in to the engine's listener are only found that way.
+const ANNOUNCE_AGAIN_AFTER: Duration = Duration::from_secs(10);
+const ALONE_AFTER: Duration = Duration::from_secs(3);
+/// Receive buffer per peer: a block and its header fit many times over.
+const READ_BUFFER: usize = 256 * 1024;
+
+/// Where the peers of a download come from.
+pub(super) struct Discovery {
+    /// Runs the peer tasks and the announcers.
+    pub runtime: tokio::runtime::Handle,
+    /// The DHT node of the engine, if it runs one.
+    pub dht: Option<librqbit::dht::Dht>,
+    /// The address announced to trackers and the DHT, and never dialled (it is the engine itself).
+    pub listen: SocketAddr,
+    pub reqwest: reqwest::Client,
+}
+
+/// Fetches the pieces of `job`'s torrent that its sink does not hold.
+pub(super) async fn download(job: Download<'_>, discovery: &Discovery) -> Result<(), EngineError> {
+    let meta = parse_torrent(&job.torrent).map_err(|e| EngineError::Add(e.to_string()))?;
+    let info_hash = meta.info.info_hash_v1.ok_or_else(|| EngineError::Add("a v2-only torrent".into()))?;
+    let plan = Plan::new(&meta, job.only.as_deref());
+    let sink = job.sink.clone();
+    // What an earlier run left: every wanted piece is read back through the sink and hashed.
+    let checked = {
+        let (plan, sink) = (plan.clone(), sink.clone());
+        tokio::task::spawn_blocking(move || plan.held(&*sink))
+            .await
+            .map_err(|e| EngineError::Failed(format!("the check of held pieces stopped: {e}")))?
+    };
+    sink.initialized();
+    let shared = Arc::new(Shared::new(plan, &checked, sink, info_hash));
+    let mut peer_id = *b"-BF0100-000000000000";
+    peer_id[8..].copy_from_slice(&rand::random::<[u8; 12]>());
+    let mut dialer = Dialer {
+        shared: shared.clone(),
+        peer_id,
+        known: HashMap::new(),
+        tasks: Vec::new(),
+        ended: mpsc::unbounded_channel(),
+        own: discovery.listen,
+    };
+    for addr in &job.peers {
+        dialer.learn(*addr);
+    }
+    let (found_tx, mut found) = mpsc::channel::<SocketAddr>(256);
+    let mut announcer = Some(announce(&meta, info_hash, &shared, discovery, found_tx.clone()));
+    let started = Instant::now();
+    let (mut last_done, mut last_change, mut last_announce) = (shared.done(), Instant::now(), Instant::now());
+    let mut alone_since: Option<Instant> = None;
+    let (mut speed_at, mut speed_done, mut speed) = (Instant::now(), shared.done(), 0.0);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        if shared.complete() {
+            (job.progress)(Progress { done: shared.done(), total: shared.total(), peers: shared.live(), speed });
+            return Ok(());
+        }
+        dialer.dial(&discovery.runtime);
+        tokio::select! {
+            Some(addr) = found.recv() => dialer.learn(addr),
+            Some((addr, outcome)) = dialer.ended.1.recv() => dialer.ended(addr, outcome),
+            _ = tick.tick() => {
+                if let Some(e) = shared.sink.failure() {
+                    return Err(EngineError::Failed(e));
+                }
+                let done = shared.done();
+                if speed_at.elapsed() >= Duration::from_secs(1) {
+                    speed = (done - speed_done) as f64 / speed_at.elapsed().as_secs_f64();
+                    (speed_at, speed_done) = (Instant::now(), done);
+                }
+                (job.progress)(Progress { done, total: shared.total(), peers: shared.live(), speed });
+                if done != last_done {
+                    (last_done, last_change) = (done, Instant::now());
+                } else if last_change.elapsed() >= job.stall_timeout {
+                    return Err(EngineError::Timeout {
+                        done,
+                        total: shared.total(),
+                        after: started.elapsed(),
+                        peers: format!("{}; {}", dialer.account(), shared.sink.state()),
+                    });
+                }
+                if dialer.running() > 0 {
+                    alone_since = None;
+                } else if alone_since.is_none() {
+                    alone_since = Some(Instant::now());
+                }
+                let alone = alone_since.is_some_and(|t| t.elapsed() >= ALONE_AFTER);
+                let quiet = last_change.elapsed() >= ANNOUNCE_AGAIN_AFTER;
+                if (quiet || alone) && last_announce.elapsed() >= ANNOUNCE_AGAIN_AFTER {
+                    tracing::info!(done, "no progress: announcing again and redialling known peers");
+                    last_announce = Instant::now();
+                    drop(announcer.take());
+                    announcer = Some(announce(&meta, info_hash, &shared, discovery, found_tx.clone()));
+                    dialer.forgive();
+                }
+            }
+        }
+    }
+}
+
+/// The pieces to fetch and how to check them.
+#[derive(Clone)]
+struct Plan {
+    piece_length: u64,
+    total: u64,
+    hashes: Arc<Vec<[u8; 20]>>,
+    /// (start in the piece stream, length) of every file, by index.
+    files: Arc<Vec<(u64, u64)>>,
+    wanted: Arc<Vec<bool>>,
+}
+
+impl Plan {
+    fn new(meta: &Metainfo, only: Option<&[usize]>) -> Self {
+        let info = &meta.info;
+        let piece_length = info.piece_length.get();
+        let mut wanted = vec![false; info.pieces.len()];
+        for (i, f) in info.files.iter().enumerate() {
+            if f.length == 0 || f.padding || only.is_some_and(|o| !o.contains(&i)) {
+                continue;
+            }
+            let (first, last) = (f.offset / piece_length, (f.offset + f.length - 1) / piece_length);
+            for w in wanted.iter_mut().take(last as usize + 1).skip(first as usize) {
+                *w = true;
+            }
+        }
+        Self {
+            piece_length,
+            total: info.total_length,
+            hashes: Arc::new(info.pieces.clone()),
+            files: Arc::new(info.files.iter().map(|f| (f.offset, f.length)).collect()),
+            wanted: Arc::new(wanted),
+        }
+    }
+
+    fn piece_len(&self, piece: usize) -> u64 {
+        self.piece_length.min(self.total - piece as u64 * self.piece_length)
+    }
+
+    /// Which wanted pieces the sink already holds, read back and hashed.
+    fn held(&self, sink: &dyn PieceSink) -> Vec<bool> {
+        let mut held = vec![false; self.hashes.len()];
+        let mut buf = Vec::new();
+        for (piece, h) in held.iter_mut().enumerate() {
+            if !self.wanted[piece] {
+                continue;
+            }
+            buf.clear();
+            buf.resize(self.piece_len(piece) as usize, 0);
+            *h = self.read(sink, piece, &mut buf).is_ok() && Sha1::digest(&buf)[..] == self.hashes[piece];
+        }
+        held
+    }
+
+    fn read(&self, sink: &dyn PieceSink, piece: usize, buf: &mut [u8]) -> Result<(), String> {
+        let start = piece as u64 * self.piece_length;
+        let end = start + buf.len() as u64;
+        let first = self.files.partition_point(|(s, l)| s + l <= start);
+        for (f, &(s, l)) in self.files.iter().enumerate().skip(first) {
+            if s >= end {
+                break;
+            }
+            if l == 0 {
+                continue;
+            }
+            let (x, y) = (start.max(s), end.min(s + l));
+            sink.read_at(f, x - s, &mut buf[(x - start) as usize..(y - start) as usize])?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Not wanted, or held from the start.
+    Skip,
+    Missing,
+    /// Being fetched by this many peers.
+    Taken(u8),
+    Done,
+}
+
+/// Which pieces are missing, taken and done.
+struct Picker {
+    slots: Vec<Slot>,
+    /// Pieces still to be done.
+    left: usize,
+    /// No piece below this is `Missing`.
+    cursor: usize,
+    /// Piece bytes in peers' buffers.
+    buffered: u64,
+}
+
+impl Picker {
+    /// A piece for a peer that has the pieces `has` says, none of `mine`: a missing one first, else (end
+    /// game) one that only one other peer is fetching.
+    fn claim(&mut self, has: impl Fn(usize) -> bool, mine: &[u32]) -> Option<u32> {
+        while self.cursor < self.slots.len() && self.slots[self.cursor] != Slot::Missing {
+            self.cursor += 1;
+        }
+        let missing = (self.cursor..self.slots.len()).find(|&i| self.slots[i] == Slot::Missing && has(i));
+        let pick = missing.or_else(|| {
+            (0..self.slots.len()).find(|&i| self.slots[i] == Slot::Taken(1) && has(i) && !mine.contains(&(i as u32)))
+        })?;
+        self.slots[pick] = match self.slots[pick] {
+            Slot::Taken(n) => Slot::Taken(n + 1),
+            _ => Slot::Taken(1),
+        };
+        Some(pick as u32)
+    }
+
+    fn release(&mut self, piece: u32) {
+        let i = piece as usize;
+        match self.slots[i] {
+            Slot::Taken(n) if n > 1 => self.slots[i] = Slot::Taken(n - 1),
+            Slot::Taken(_) => {
+                self.slots[i] = Slot::Missing;
+                self.cursor = self.cursor.min(i);
+            }
+            _ => {}
+        }
+    }
+
+    /// Marks a verified piece done; false if another peer's copy already was.
+    fn complete(&mut self, piece: u32) -> bool {
+        let slot = &mut self.slots[piece as usize];
+        if matches!(slot, Slot::Done | Slot::Skip) {
+            return false;
+        }
+        *slot = Slot::Done;
+        self.left -= 1;
+        true
+    }
+}
+
+/// What the peer tasks and the dialler share.
+struct Shared {
+    plan: Plan,
+    sink: Arc<dyn PieceSink>,
+    picker: Mutex<Picker>,
+    info_hash: [u8; 20],
+    /// Bytes of wanted pieces held at the start, and the total of wanted pieces.
+    held_bytes: u64,
+    wanted_bytes: u64,
+    /// Bytes of pieces fetched and verified.
+    fetched: AtomicU64,
+    /// Peers past the handshake.
+    live: AtomicUsize,
+}
+
+impl Shared {
+    fn new(plan: Plan, held: &[bool], sink: Arc<dyn PieceSink>, info_hash: [u8; 20]) -> Self {
+        let mut slots = Vec::with_capacity(held.len());
+        let (mut held_bytes, mut wanted_bytes) = (0, 0);
+        for (i, h) in held.iter().enumerate() {
+            let len = plan.piece_len(i);
+            slots.push(if !plan.wanted[i] {
+                Slot::Skip
+            } else if *h {
+                held_bytes += len;
+                wanted_bytes += len;
+                Slot::Skip
+            } else {
+                wanted_bytes += len;
+                Slot::Missing
+            });
+        }
+        let left = slots.iter().filter(|s| **s == Slot::Missing).count();
+        let picker = Mutex::new(Picker { slots, left, cursor: 0, buffered: 0 });
+        Self {
+            plan,
+            sink,
+            picker,
+            info_hash,
+            held_bytes,
+            wanted_bytes,
+            fetched: AtomicU64::new(0),
+            live: AtomicUsize::new(0),
+        }
+    }
+
+    fn picker(&self) -> MutexGuard<'_, Picker> {
+        self.picker.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn done(&self) -> u64 {
+        self.held_bytes + self.fetched.load(Ordering::Relaxed)
+    }
+
+    fn total(&self) -> u64 {
+        self.wanted_bytes
+    }
+
+    fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    fn complete(&self) -> bool {
+        self.picker().left == 0
+    }
+}
+
+/// Starts asking the torrent's trackers and the DHT for peers; they stop when the handle is dropped.
+fn announce(
+    meta: &Metainfo,
+    info_hash: [u8; 20],
+    shared: &Arc<Shared>,
+    discovery: &Discovery,
+    found: mpsc::Sender<SocketAddr>,
+) -> AbortOnDropHandle<()> {
+    let trackers: HashSet<url::Url> = meta.announce.iter().flatten().filter_map(|t| url::Url::parse(t).ok()).collect();
+    let dht = discovery.dht.clone().filter(|_| !meta.info.private);
+    let (port, reqwest) = (discovery.listen.port(), discovery.reqwest.clone());
+    let stats = Box::new(Stats(shared.clone()));
+    AbortOnDropHandle::new(discovery.runtime.spawn(async move {
+        let id = librqbit::dht::Id20::new(info_hash);
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let _stop = cancel.clone().drop_guard();
+        let mut sources: Vec<futures::stream::BoxStream<'static, SocketAddr>> = Vec::new();
+        if !trackers.is_empty() {
+            match librqbit_tracker_comms::UdpTrackerClient::new(cancel.clone(), None).await {
+                Ok(udp) => {
+                    let peer_id = librqbit::dht::Id20::new(rand::random());
+                    if let Some(s) = librqbit_tracker_comms::TrackerComms::start(
+                        id, peer_id, trackers, stats, None, port, reqwest, udp,
+                    ) {
+                        sources.push(s);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot start the UDP tracker client"),
+            }
+        }
+        if let Some(dht) = dht {
+            sources.push(dht.get_peers(id, Some(port)).boxed());
+        }
+        let mut all = futures::stream::select_all(sources);
+        while let Some(addr) = all.next().await {
+            if found.send(addr).await.is_err() {
+                break;
+            }
+        }
+    }))
+}
+
+/// What trackers are told of the download.
+struct Stats(Arc<Shared>);
+
+impl librqbit_tracker_comms::TorrentStatsProvider for Stats {
+    fn get(&self) -> librqbit_tracker_comms::TrackerCommsStats {
+        librqbit_tracker_comms::TrackerCommsStats {
+            uploaded_bytes: 0,
+            downloaded_bytes: self.0.fetched.load(Ordering::Relaxed),
+            total_bytes: self.0.plan.total,
+            torrent_state: librqbit_tracker_comms::TrackerCommsStatsState::Live,
+        }
+    }
+}
+
+/// A peer address and how dialling it went.
+struct Known {
+    running: bool,
+    failures: u32,
+    ended: Option<Instant>,
+    banned: bool,
+    last_error: Option<String>,
+}
+
+/// Dials known peers, at most `MAX_PEERS` at once, and redials those whose connection ended.
+struct Dialer {
+    shared: Arc<Shared>,
+    peer_id: [u8; 20],
+    known: HashMap<SocketAddr, Known>,
+    tasks: Vec<AbortOnDropHandle<()>>,
+    ended: (mpsc::UnboundedSender<(SocketAddr, PeerEnd)>, mpsc::UnboundedReceiver<(SocketAddr, PeerEnd)>),
+    own: SocketAddr,
+}
+
+impl Dialer {
+    fn learn(&mut self, addr: SocketAddr) {
+        if addr == self.own || addr.port() == 0 {
+            return;
+        }
+        self.known.entry(addr).or_insert(Known { running: false, failures: 0, ended: None, banned: false, last_error: None });
+    }
+
+    fn running(&self) -> usize {
+        self.known.values().filter(|k| k.running).count()
+    }
+
+    fn dial(&mut self, runtime: &tokio::runtime::Handle) {
+        let mut running = self.running();
+        for (addr, k) in &mut self.known {
+            if running >= MAX_PEERS {
+                break;
+            }
+            let due = k.ended.is_none_or(|t| t.elapsed() >= REDIAL_AFTER * 2u32.pow(k.failures.min(5)));
+            if k.running || k.banned || !due {
+                continue;
+            }
+            k.running = true;
+            running += 1;
+            let (shared, addr, peer_id, ended) = (self.shared.clone(), *addr, self.peer_id, self.ended.0.clone());
+            self.tasks.push(AbortOnDropHandle::new(runtime.spawn(async move {
+                let outcome = Peer::run(shared, addr, peer_id).await;
+                let _ = ended.send((addr, outcome));
+            })));
+        }
+        self.tasks.retain(|t| !t.is_finished());
+    }
+
+    fn ended(&mut self, addr: SocketAddr, outcome: PeerEnd) {
+        let Some(k) = self.known.get_mut(&addr) else { return };
+        k.running = false;
+        k.ended = Some(Instant::now());
+        if outcome.useful {
+            k.failures = 0;
+        } else {
+            k.failures += 1;
+        }
+        if let Err(e) = outcome.result {
+            tracing::debug!(%addr, error = %e, "peer connection ended");
+            k.banned = matches!(e, PeerError::BadPieces(_));
+            k.last_error = Some(e.to_string());
+        }
+    }
+
+    /// Peers that failed may be dialled again at once (after announcing again).
+    fn forgive(&mut self) {
+        for k in self.known.values_mut().filter(|k| !k.banned) {
+            k.failures = 0;
+            k.ended = None;
+        }
+    }
+
+    /// A line about the peers for a stall's error message.
+    fn account(&self) -> String {
+        let banned = self.known.values().filter(|k| k.banned).count();
+        let last = self.known.iter().filter_map(|(a, k)| Some((a, k.last_error.as_ref()?))).next();
+        format!(
+            "peers: {} known, {} connected, {} dropped for bad pieces{}",
+            self.known.len(),
+            self.running(),
+            banned,
+            last.map_or(String::new(), |(a, e)| format!("; {a}: {e}"))
+        )
+    }
+}
+
+/// Why a peer's connection ended.
+#[derive(Debug, thiserror::Error)]
+enum PeerError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("{0}")]
+    Wire(#[from] WireError),
+    #[error("the connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("sent nothing for {0:?} with blocks requested")]
+    Silent(Duration),
+    #[error("sent {0} pieces that failed their hash")]
+    BadPieces(u32),
+    #[error("sent a block that was not requested (piece {index}, offset {begin}, {len} bytes)")]
+    Unrequested { index: u32, begin: u32, len: usize },
+    #[error("the connection was closed")]
+    Closed,
+    #[error("the import stopped: {0}")]
+    Sink(String),
+}
+
+struct PeerEnd {
+    /// Whether the peer delivered a verified piece.
+    useful: bool,
+    result: Result<(), PeerError>,
+}
+
+/// A piece a peer is fetching.
+struct Active {
+    index: u32,
+    buf: Vec<u8>,
+    /// The next offset to request.
+    next: u32,
+    /// Which blocks have arrived.
+    got: Vec<bool>,
+    missing: usize,
+    /// SHA-1 of the blocks before `hashed`: each block is hashed as soon as those before it are in, while it
+    /// is still in the cache (hashing whole pieces at the end made SHA-1 half as fast).
+    sha: Sha1,
+    hashed: usize,
+}
+
+/// One connection.
+struct Peer {
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    has: Vec<u8>,
+    choked: bool,
+    active: Vec<Active>,
+    outstanding: usize,
+    bad: u32,
+    useful: bool,
+    out: Vec<u8>,
+}
+
+impl Peer {
+    async fn run(shared: Arc<Shared>, addr: SocketAddr, peer_id: [u8; 20]) -> PeerEnd {
+        let mut useful = false;
+        let result = async {
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                .await
+                .map_err(|_| PeerError::Connect(format!("no answer in {CONNECT_TIMEOUT:?}")))?
+                .map_err(|e| PeerError::Connect(e.to_string()))?;
+            let _ = stream.set_nodelay(true);
+            let mut peer = Peer {
+                has: vec![0; shared.plan.hashes.len().div_ceil(8)],
+                shared,
+                stream,
+                choked: true,
+                active: Vec::new(),
+                outstanding: 0,
+                bad: 0,
+                useful: false,
+                out: Vec::new(),
+            };
+            let result = peer.exchange(peer_id).await;
+            useful = peer.useful;
+            peer.release();
+            result
+        }
+        .await;
+        PeerEnd { useful, result }
+    }
+
+    async fn exchange(&mut self, peer_id: [u8; 20]) -> Result<(), PeerError> {
+        let hello = wire::handshake(&self.shared.info_hash, &peer_id);
+        let mut theirs = [0u8; HANDSHAKE_LEN];
+        let shake = async {
+            self.stream.write_all(&hello).await?;
+            self.stream.read_exact(&mut theirs).await?;
+            Ok::<_, std::io::Error>(())
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, shake)
+            .await
+            .map_err(|_| PeerError::Connect(format!("no handshake in {CONNECT_TIMEOUT:?}")))??;
+        wire::check_handshake(&theirs, &self.shared.info_hash)?;
+        self.shared.live.fetch_add(1, Ordering::Relaxed);
+        let result = self.messages().await;
+        self.shared.live.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn messages(&mut self) -> Result<(), PeerError> {
+        wire::put_interested(&mut self.out);
+        self.flush().await?;
+        let max = wire::max_message_len(self.shared.plan.hashes.len());
+        let mut buf = vec![0u8; READ_BUFFER.max(max + 4)];
+        let (mut lo, mut hi) = (0usize, 0usize);
+        loop {
+            while let Some((message, used)) = wire::parse(&buf[lo..hi], max)? {
+                self.handle(message)?;
+                lo += used;
+            }
+            if self.shared.complete() {
+                return Ok(());
+            }
+            self.request()?;
+            self.flush().await?;
+            // Keep the unparsed tail at the front, so the next read has room for a whole message.
+            if lo == hi {
+                (lo, hi) = (0, 0);
+            } else if buf.len() - hi < max + 4 {
+                buf.copy_within(lo..hi, 0);
+                (lo, hi) = (0, hi - lo);
+            }
+            let n = match tokio::time::timeout(PEER_SILENCE, self.stream.read(&mut buf[hi..])).await {
+                Ok(n) => n?,
+                Err(_) if self.outstanding > 0 => return Err(PeerError::Silent(PEER_SILENCE)),
+                Err(_) => {
+                    wire::put_keep_alive(&mut self.out);
+                    continue;
+                }
+            };
+            if n == 0 {
+                return Err(PeerError::Closed);
+            }
+            hi += n;
+        }
+    }
+
+    fn handle(&mut self, message: Message<'_>) -> Result<(), PeerError> {
+        let pieces = self.shared.plan.hashes.len();
+        match message {
+            Message::Choke => {
+                // Requests not yet served are dropped by a peer that chokes (BEP 3): hand the pieces back.
+                self.choked = true;
+                self.release();
+            }
+            Message::Unchoke => self.choked = false,
+            Message::Have(index) => {
+                let i = usize::try_from(index).ok().filter(|i| *i < pieces);
+                let i = i.ok_or(WireError::NoSuchPiece { index, pieces })?;
+                self.has[i / 8] |= 0x80 >> (i % 8);
+            }
+            Message::Bitfield(bits) => {
+                wire::check_bitfield(bits, pieces)?;
+                self.has.copy_from_slice(bits);
+            }
+            Message::Piece { index, begin, data } => self.block(index, begin, data)?,
+            // We serve nothing on this connection (seeding is the engine's listener's), and announced no
+            // extension.
+            Message::KeepAlive
+            | Message::Interested
+            | Message::NotInterested
+            | Message::Request { .. }
+            | Message::Cancel { .. }
+            | Message::Other(_) => {}
+        }
+        Ok(())
+    }
+
+    /// A block arrived: into its piece, which is checked and handed on once whole.
+    fn block(&mut self, index: u32, begin: u32, data: &[u8]) -> Result<(), PeerError> {
+        let unrequested = PeerError::Unrequested { index, begin, len: data.len() };
+        let Some(at) = self.active.iter().position(|a| a.index == index) else {
+            // A piece handed back at a choke, or finished by another peer: late, not wrong.
+            return Ok(());
+        };
+        let a = &mut self.active[at];
+        let block = (begin / BLOCK_LEN) as usize;
+        let expected = (a.buf.len() - begin as usize).min(BLOCK_LEN as usize);
+        if begin % BLOCK_LEN != 0 || data.len() != expected {
+            return Err(unrequested);
+        }
+        // Not asked for (yet): an answer to a request from before a choke, say. Dropped.
+        if begin >= a.next || a.got[block] {
+            return Ok(());
+        }
+        a.got[block] = true;
+        a.missing -= 1;
+        a.buf[begin as usize..begin as usize + data.len()].copy_from_slice(data);
+        self.outstanding -= 1;
+        while a.hashed < a.got.len() && a.got[a.hashed] {
+            let from = a.hashed * BLOCK_LEN as usize;
+            a.sha.update(&a.buf[from..(from + BLOCK_LEN as usize).min(a.buf.len())]);
+            a.hashed += 1;
+        }
+        if a.missing > 0 {
+            return Ok(());
+        }
+        let a = self.active.swap_remove(at);
+        let len = a.buf.len() as u64;
+        let good = a.sha.finalize()[..] == self.shared.plan.hashes[index as usize];
+        let first = {
+            let mut picker = self.shared.picker();
+            picker.buffered -= len;
+            if good {
+                picker.complete(index)
+            } else {
+                picker.release(index);
+                false
+            }
+        };
+        if !good {
+            self.bad += 1;
+            tracing::debug!(piece = index, bad = self.bad, "a piece failed its hash");
+            if self.bad >= MAX_BAD_PIECES {
+                return Err(PeerError::BadPieces(self.bad));
+            }
+            return Ok(());
+        }
+        self.useful = true;
+        if first {
+            self.shared.fetched.fetch_add(len, Ordering::Relaxed);
+            self.shared.sink.piece_complete(index, a.buf).map_err(PeerError::Sink)?;
+        }
+        Ok(())
+    }
+
+    /// Tops up the requests, claiming pieces as needed; drops pieces other peers finished first.
+    fn request(&mut self) -> Result<(), PeerError> {
+        self.drop_finished();
+        if self.choked {
+            return Ok(());
+        }
+        while self.outstanding < REQUEST_WINDOW {
+            if let Some(a) = self.active.iter_mut().find(|a| (a.next as usize) < a.buf.len()) {
+                let length = (a.buf.len() - a.next as usize).min(BLOCK_LEN as usize) as u32;
+                wire::put_request(&mut self.out, a.index, a.next, length, false);
+                a.next += length;
+                self.outstanding += 1;
+                continue;
+            }
+            let mine: Vec<u32> = self.active.iter().map(|a| a.index).collect();
+            let claimed = {
+                let mut picker = self.shared.picker();
+                let len = self.shared.plan.piece_length;
+                if !self.active.is_empty() && picker.buffered + len > MAX_BUFFERED {
+                    None
+                } else {
+                    let has = &self.has;
+                    let piece = picker.claim(|i| wire::has_bit(has, i), &mine);
+                    if let Some(p) = piece {
+                        picker.buffered += self.shared.plan.piece_len(p as usize);
+                    }
+                    piece
+                }
+            };
+            let Some(index) = claimed else { break };
+            let len = self.shared.plan.piece_len(index as usize) as usize;
+            let blocks = len.div_ceil(BLOCK_LEN as usize);
+            let got = vec![false; blocks];
+            self.active.push(Active { index, buf: vec![0; len], next: 0, got, missing: blocks, sha: Sha1::new(), hashed: 0 });
+        }
+        Ok(())
+    }
+
+    /// Cancels what is left of pieces another peer's copy completed (end game).
+    fn drop_finished(&mut self) {
+        let finished: Vec<usize> = {
+            let picker = self.shared.picker();
+            (0..self.active.len()).filter(|&i| picker.slots[self.active[i].index as usize] == Slot::Done).collect()
+        };
+        for i in finished.into_iter().rev() {
+            let a = self.active.swap_remove(i);
+            for (b, got) in a.got.iter().enumerate() {
+                let begin = b as u32 * BLOCK_LEN;
+                if !got && begin < a.next {
+                    let length = (a.buf.len() - begin as usize).min(BLOCK_LEN as usize) as u32;
+                    wire::put_request(&mut self.out, a.index, begin, length, true);
+                    self.outstanding -= 1;
+                }
+            }
+            self.shared.picker().buffered -= a.buf.len() as u64;
+        }
+    }
+
+    /// Hands every piece under way back to the picker.
+    fn release(&mut self) {
+        let mut picker = self.shared.picker();
+        for a in self.active.drain(..) {
+            picker.buffered -= a.buf.len() as u64;
+            picker.release(a.index);
+        }
+        self.outstanding = 0;
+    }
+
+    async fn flush(&mut self) -> Result<(), PeerError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        tokio::time::timeout(PEER_SILENCE, self.stream.write_all(&self.out))
+            .await
+            .map_err(|_| PeerError::Silent(PEER_SILENCE))??;
+        self.out.clear();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn picker(slots: Vec<Slot>) -> Picker {
+        let left = slots.iter().filter(|s| **s == Slot::Missing).count();
+        Picker { slots, left, cursor: 0, buffered: 0 }
+    }
+
+    #[test]
+    fn pieces_go_in_order_then_twice_in_the_end_game_and_the_first_copy_wins() {
+        let mut p = picker(vec![Slot::Skip, Slot::Missing, Slot::Missing, Slot::Missing]);
+        assert_eq!(p.claim(|_| true, &[]), Some(1));
+        assert_eq!(p.claim(|i| i != 2, &[]), Some(3), "a piece the peer lacks is skipped");
+        assert_eq!(p.claim(|_| true, &[]), Some(2));
+        // Nothing missing: a second peer may take a piece one peer is fetching, never its own.
+        assert_eq!(p.claim(|_| true, &[1, 2]), Some(3));
+        assert_eq!(p.claim(|_| true, &[1, 2, 3]), None);
+        assert!(p.complete(3));
+        assert!(!p.complete(3), "the second copy does not count");
+        p.release(1);
+        assert_eq!(p.claim(|_| true, &[]), Some(1), "a piece handed back is claimed again first");
+        assert!(p.complete(1) && p.complete(2));
+        assert_eq!(p.left, 0);
+    }
+
+    #[test]
+    fn a_released_end_game_piece_stays_taken_by_the_other_peer() {
+        let mut p = picker(vec![Slot::Missing]);
+        assert_eq!(p.claim(|_| true, &[]), Some(0));
+        assert_eq!(p.claim(|_| true, &[]), Some(0));
+        p.release(0);
+        assert!(p.slots[0] == Slot::Taken(1));
+        assert_eq!(p.claim(|_| false, &[]), None, "a peer without the piece gets nothing");
+    }
+}

@@ -1,0 +1,239 @@
+//! The BitTorrent peer wire protocol (BEP 3), as far as a downloading peer needs it: the handshake, and
+//! messages parsed in place from a receive buffer. Every length a peer sends is checked before it is
+//! trusted, so a hostile peer gets an error naming what it did wrong, never a panic or an allocation of its
+//! choosing.
+
+/// The block size every client requests and serves (BEP 3 and libtorrent refuse larger requests).
+pub(super) const BLOCK_LEN: u32 = 16 * 1024;
+/// The handshake's length: 1 + 19 + 8 reserved + 20 infohash + 20 peer id.
+pub(super) const HANDSHAKE_LEN: usize = 68;
+const PROTOCOL: &[u8; 19] = b"BitTorrent protocol";
+
+const CHOKE: u8 = 0;
+const UNCHOKE: u8 = 1;
+const INTERESTED: u8 = 2;
+const NOT_INTERESTED: u8 = 3;
+const HAVE: u8 = 4;
+const BITFIELD: u8 = 5;
+const REQUEST: u8 = 6;
+const PIECE: u8 = 7;
+const CANCEL: u8 = 8;
+
+/// What a peer did wrong on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum WireError {
+    #[error("the handshake names protocol {0:?}, not \"BitTorrent protocol\"")]
+    Protocol(String),
+    #[error("the handshake is for another torrent (infohash {0})")]
+    OtherTorrent(String),
+    #[error("a message of {len} bytes is longer than the {max} this torrent allows")]
+    TooLong { len: usize, max: usize },
+    #[error("message {id} has {len} bytes of payload, which is wrong for it")]
+    BadLength { id: u8, len: usize },
+    #[error("the bitfield has {got} bytes for {pieces} pieces, or bits set past the last piece")]
+    BadBitfield { got: usize, pieces: usize },
+    #[error("piece {index} is past the torrent's last piece ({pieces} pieces)")]
+    NoSuchPiece { index: u32, pieces: usize },
+}
+
+/// One message, borrowing from the receive buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Message<'a> {
+    KeepAlive,
+    Choke,
+    Unchoke,
+    Interested,
+    NotInterested,
+    Have(u32),
+    Bitfield(&'a [u8]),
+    Request { index: u32, begin: u32, length: u32 },
+    Piece { index: u32, begin: u32, data: &'a [u8] },
+    Cancel { index: u32, begin: u32, length: u32 },
+    /// Anything else (extensions we did not announce, DHT port, ...): ignored.
+    Other(u8),
+}
+
+/// Our handshake: no extension bits, so peers send neither the fast extension's nor BEP 10's messages.
+pub(super) fn handshake(info_hash: &[u8; 20], peer_id: &[u8; 20]) -> [u8; HANDSHAKE_LEN] {
+    let mut out = [0u8; HANDSHAKE_LEN];
+    out[0] = PROTOCOL.len() as u8;
+    out[1..20].copy_from_slice(PROTOCOL);
+    out[28..48].copy_from_slice(info_hash);
+    out[48..68].copy_from_slice(peer_id);
+    out
+}
+
+/// Checks a peer's handshake against the torrent; returns its peer id.
+pub(super) fn check_handshake(got: &[u8; HANDSHAKE_LEN], info_hash: &[u8; 20]) -> Result<[u8; 20], WireError> {
+    if usize::from(got[0]) != PROTOCOL.len() || &got[1..20] != PROTOCOL {
+        let n = usize::from(got[0]).min(HANDSHAKE_LEN - 1);
+        return Err(WireError::Protocol(String::from_utf8_lossy(&got[1..1 + n]).into_owned()));
+    }
+    if &got[28..48] != info_hash {
+        return Err(WireError::OtherTorrent(btfs_chunker::torrent::to_hex(&got[28..48])));
+    }
+    let mut id = [0u8; 20];
+    id.copy_from_slice(&got[48..68]);
+    Ok(id)
+}
+
+/// The longest message a peer of a torrent with `pieces` pieces may send: its bitfield, or a block.
+pub(super) fn max_message_len(pieces: usize) -> usize {
+    (1 + pieces.div_ceil(8)).max(9 + BLOCK_LEN as usize)
+}
+
+/// Parses the message at the start of `buf`: `Ok(None)` when it is not all there yet, else the message and
+/// how many bytes it took.
+pub(super) fn parse(buf: &[u8], max_len: usize) -> Result<Option<(Message<'_>, usize)>, WireError> {
+    let Some(prefix) = buf.get(..4) else { return Ok(None) };
+    let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+    if len > max_len {
+        return Err(WireError::TooLong { len, max: max_len });
+    }
+    let Some(body) = buf.get(4..4 + len) else { return Ok(None) };
+    let Some((&id, payload)) = body.split_first() else { return Ok(Some((Message::KeepAlive, 4))) };
+    let want = |n: usize| if payload.len() == n { Ok(()) } else { Err(WireError::BadLength { id, len: payload.len() }) };
+    let word = |at: usize| u32::from_be_bytes([payload[at], payload[at + 1], payload[at + 2], payload[at + 3]]);
+    let message = match id {
+        CHOKE => want(0).map(|()| Message::Choke)?,
+        UNCHOKE => want(0).map(|()| Message::Unchoke)?,
+        INTERESTED => want(0).map(|()| Message::Interested)?,
+        NOT_INTERESTED => want(0).map(|()| Message::NotInterested)?,
+        HAVE => {
+            want(4)?;
+            Message::Have(word(0))
+        }
+        BITFIELD => Message::Bitfield(payload),
+        REQUEST | CANCEL => {
+            want(12)?;
+            let (index, begin, length) = (word(0), word(4), word(8));
+            if id == REQUEST {
+                Message::Request { index, begin, length }
+            } else {
+                Message::Cancel { index, begin, length }
+            }
+        }
+        PIECE => {
+            if payload.len() < 8 {
+                return Err(WireError::BadLength { id, len: payload.len() });
+            }
+            Message::Piece { index: word(0), begin: word(4), data: &payload[8..] }
+        }
+        other => Message::Other(other),
+    };
+    Ok(Some((message, 4 + len)))
+}
+
+/// Checks a bitfield's length and spare bits for a torrent of `pieces` pieces.
+pub(super) fn check_bitfield(bits: &[u8], pieces: usize) -> Result<(), WireError> {
+    let bad = WireError::BadBitfield { got: bits.len(), pieces };
+    if bits.len() != pieces.div_ceil(8) {
+        return Err(bad);
+    }
+    let spare = bits.len() * 8 - pieces;
+    if spare > 0 && bits.last().is_some_and(|last| last & ((1u8 << spare) - 1) != 0) {
+        return Err(bad);
+    }
+    Ok(())
+}
+
+/// Whether bit `i` of a checked bitfield is set.
+pub(super) fn has_bit(bits: &[u8], i: usize) -> bool {
+    bits.get(i / 8).is_some_and(|b| b & (0x80 >> (i % 8)) != 0)
+}
+
+/// Appends `interested`.
+pub(super) fn put_interested(out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0, 0, 0, 1, INTERESTED]);
+}
+
+/// Appends a request (or, with `cancel`, a cancel) for `length` bytes of piece `index` at `begin`.
+pub(super) fn put_request(out: &mut Vec<u8>, index: u32, begin: u32, length: u32, cancel: bool) {
+    out.extend_from_slice(&[0, 0, 0, 13, if cancel { CANCEL } else { REQUEST }]);
+    out.extend_from_slice(&index.to_be_bytes());
+    out.extend_from_slice(&begin.to_be_bytes());
+    out.extend_from_slice(&length.to_be_bytes());
+}
+
+/// Appends a keep-alive.
+pub(super) fn put_keep_alive(out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0, 0, 0, 0]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(id: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = ((payload.len() + 1) as u32).to_be_bytes().to_vec();
+        out.push(id);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn handshakes_round_trip_and_another_torrent_is_refused() {
+        let ours = handshake(&[7; 20], &[9; 20]);
+        assert_eq!(check_handshake(&ours, &[7; 20]), Ok([9; 20]));
+        assert!(matches!(check_handshake(&ours, &[8; 20]), Err(WireError::OtherTorrent(_))));
+        let mut other = ours;
+        other[1..20].copy_from_slice(b"BitTorrent protocoX");
+        assert!(matches!(check_handshake(&other, &[7; 20]), Err(WireError::Protocol(_))));
+        other[0] = 200;
+        assert!(matches!(check_handshake(&other, &[7; 20]), Err(WireError::Protocol(_))));
+    }
+
+    #[test]
+    fn messages_parse_in_place_and_partial_ones_wait() {
+        let mut buf = frame(PIECE, &[0, 0, 0, 3, 0, 0, 0x40, 0, 1, 2, 3]);
+        buf.extend_from_slice(&frame(HAVE, &[0, 0, 0, 5]));
+        buf.extend_from_slice(&[0, 0, 0, 0]);
+        let (m, used) = parse(&buf, 100).expect("valid").expect("whole");
+        assert_eq!(m, Message::Piece { index: 3, begin: 0x4000, data: &[1, 2, 3] });
+        let (m, used2) = parse(&buf[used..], 100).expect("valid").expect("whole");
+        assert_eq!(m, Message::Have(5));
+        assert_eq!(parse(&buf[used + used2..], 100), Ok(Some((Message::KeepAlive, 4))));
+        for cut in 0..used {
+            assert_eq!(parse(&buf[..cut], 100), Ok(None), "a message cut at {cut} bytes waits");
+        }
+        assert_eq!(parse(&frame(UNCHOKE, &[]), 100), Ok(Some((Message::Unchoke, 5))));
+        assert_eq!(parse(&frame(20, b"d1:md2:ut_pexi1eee"), 100).map(|m| m.map(|m| m.0)), Ok(Some(Message::Other(20))));
+    }
+
+    #[test]
+    fn hostile_lengths_are_errors_that_name_the_problem() {
+        // A length past the cap is refused before anything is buffered for it.
+        assert_eq!(parse(&[0xff, 0xff, 0xff, 0xff, 7], 1000), Err(WireError::TooLong { len: u32::MAX as usize, max: 1000 }));
+        assert_eq!(parse(&frame(HAVE, &[0, 0, 1]), 100), Err(WireError::BadLength { id: HAVE, len: 3 }));
+        assert_eq!(parse(&frame(UNCHOKE, &[0]), 100), Err(WireError::BadLength { id: UNCHOKE, len: 1 }));
+        assert_eq!(parse(&frame(PIECE, &[0; 7]), 100), Err(WireError::BadLength { id: PIECE, len: 7 }));
+        assert_eq!(parse(&frame(REQUEST, &[0; 13]), 100), Err(WireError::BadLength { id: REQUEST, len: 13 }));
+        assert_eq!(max_message_len(10), 9 + BLOCK_LEN as usize);
+        assert_eq!(max_message_len(1_000_000), 1 + 125_000);
+    }
+
+    #[test]
+    fn bitfields_must_fit_the_torrent_exactly() {
+        assert!(check_bitfield(&[0xff, 0x80], 9).is_ok());
+        assert!(check_bitfield(&[0xff, 0xc0], 9).is_err(), "a spare bit set");
+        assert!(check_bitfield(&[0xff], 9).is_err(), "too short");
+        assert!(check_bitfield(&[0xff, 0x80, 0], 9).is_err(), "too long");
+        assert!(check_bitfield(&[0xff], 8).is_ok());
+        assert!(has_bit(&[0x80, 0x01], 0) && has_bit(&[0x80, 0x01], 15) && !has_bit(&[0x80, 0x01], 1));
+        assert!(!has_bit(&[0xff], 8), "past the end reads as absent");
+    }
+
+    #[test]
+    fn requests_are_encoded_as_bep_3_says() {
+        let mut out = Vec::new();
+        put_request(&mut out, 1, 0x4000, BLOCK_LEN, false);
+        put_request(&mut out, 1, 0x4000, BLOCK_LEN, true);
+        put_interested(&mut out);
+        put_keep_alive(&mut out);
+        let (m, n) = parse(&out, 100).expect("valid").expect("whole");
+        assert_eq!(m, Message::Request { index: 1, begin: 0x4000, length: BLOCK_LEN });
+        let (m, n2) = parse(&out[n..], 100).expect("valid").expect("whole");
+        assert_eq!(m, Message::Cancel { index: 1, begin: 0x4000, length: BLOCK_LEN });
+        assert_eq!(&out[n + n2..], &[0, 0, 0, 1, INTERESTED, 0, 0, 0, 0]);
+    }
+}
