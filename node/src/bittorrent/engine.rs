@@ -11,10 +11,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::fetch::Discovery;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use librqbit::storage::{StorageFactory, StorageFactoryExt, TorrentStorage};
-use super::fetch::Discovery;
 use librqbit::{
     AddTorrent, AddTorrentOptions, AddTorrentResponse, DhtSessionConfig, ListenerMode, ListenerOptions,
     ManagedTorrentShared, PeerConnectionOptions, Session, SessionOptions, TorrentMetadata,
@@ -211,8 +211,7 @@ impl Librqbit {
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| EngineError::Start(format!("cannot make the tracker client: {e}")))?;
-        let discovery =
-            Discovery { runtime: runtime.handle.clone(), dht: session.get_dht().cloned(), listen, reqwest };
+        let discovery = Discovery { runtime: runtime.handle.clone(), dht: session.get_dht().cloned(), listen, reqwest };
         Ok(Self { session, listen, runtime, discovery })
     }
 }

@@ -418,7 +418,7 @@ struct Dialer {
     peer_id: [u8; 20],
     known: HashMap<SocketAddr, Known>,
     tasks: Vec<AbortOnDropHandle<()>>,
-    ended: (mpsc::UnboundedSender<(SocketAddr, PeerEnd)>, mpsc::UnboundedReceiver<(SocketAddr, PeerEnd)>),
+    ended: (mpsc::UnboundedSender<Ended>, mpsc::UnboundedReceiver<Ended>),
     own: SocketAddr,
 }
 
@@ -427,7 +427,13 @@ impl Dialer {
         if addr == self.own || addr.port() == 0 {
             return;
         }
-        self.known.entry(addr).or_insert(Known { running: false, failures: 0, ended: None, banned: false, last_error: None });
+        self.known.entry(addr).or_insert(Known {
+            running: false,
+            failures: 0,
+            ended: None,
+            banned: false,
+            last_error: None,
+        });
     }
 
     fn running(&self) -> usize {
@@ -513,6 +519,9 @@ enum PeerError {
     #[error("the import stopped: {0}")]
     Sink(String),
 }
+
+/// A peer task's report when it ends.
+type Ended = (SocketAddr, PeerEnd);
 
 struct PeerEnd {
     /// Whether the peer delivered a verified piece.
@@ -674,7 +683,7 @@ impl Peer {
         let a = &mut self.active[at];
         let block = (begin / BLOCK_LEN) as usize;
         let expected = (a.buf.len() - begin as usize).min(BLOCK_LEN as usize);
-        if begin % BLOCK_LEN != 0 || data.len() != expected {
+        if !begin.is_multiple_of(BLOCK_LEN) || data.len() != expected {
             return Err(unrequested);
         }
         // Not asked for (yet): an answer to a request from before a choke, say. Dropped.
@@ -755,7 +764,15 @@ impl Peer {
             let len = self.shared.plan.piece_len(index as usize) as usize;
             let blocks = len.div_ceil(BLOCK_LEN as usize);
             let got = vec![false; blocks];
-            self.active.push(Active { index, buf: vec![0; len], next: 0, got, missing: blocks, sha: Sha1::new(), hashed: 0 });
+            self.active.push(Active {
+                index,
+                buf: vec![0; len],
+                next: 0,
+                got,
+                missing: blocks,
+                sha: Sha1::new(),
+                hashed: 0,
+            });
         }
         Ok(())
     }
@@ -805,6 +822,190 @@ impl Peer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bittorrent::engine::SeedFiles;
+    use btfs_chunker::torrent::{PieceHasher, PieceLength, make_torrent, make_v1_info};
+    use tokio::net::TcpListener;
+
+    /// Pieces in memory: a double for unit tests (the interop tests run the real streaming import).
+    #[derive(Default)]
+    struct MemSink {
+        pieces: Mutex<HashMap<u32, Vec<u8>>>,
+    }
+
+    impl SeedFiles for MemSink {
+        fn read_at(&self, _: usize, _: u64, _: &mut [u8]) -> Result<(), String> {
+            Err("nothing is held".into())
+        }
+    }
+
+    impl PieceSink for MemSink {
+        fn piece_complete(&self, piece: u32, data: Vec<u8>) -> Result<(), String> {
+            let mut pieces = self.pieces.lock().expect("lock");
+            assert!(pieces.insert(piece, data).is_none(), "piece {piece} was handed on twice");
+            Ok(())
+        }
+        fn initialized(&self) {}
+        fn failure(&self) -> Option<String> {
+            None
+        }
+        fn state(&self) -> String {
+            String::new()
+        }
+    }
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Behaviour {
+        Honest,
+        /// Serves every block with its bytes inverted.
+        Liar,
+        /// Answers the first request with a message that claims a gigabyte.
+        Flood,
+        /// Sends a bitfield one byte too long.
+        BadBitfield,
+        /// Answers the handshake for another torrent.
+        OtherTorrent,
+        /// Reads the handshake and never answers.
+        Mute,
+    }
+
+    /// A seeder of `data` on 127.0.0.1 that behaves as told; returns its address and how many blocks it sent.
+    async fn seeder(
+        data: Arc<Vec<u8>>,
+        info_hash: [u8; 20],
+        pieces: usize,
+        how: Behaviour,
+    ) -> (SocketAddr, Arc<AtomicU64>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let sent = Arc::new(AtomicU64::new(0));
+        let counter = sent.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let (data, sent) = (data.clone(), counter.clone());
+                tokio::spawn(async move {
+                    let mut hello = [0u8; HANDSHAKE_LEN];
+                    s.read_exact(&mut hello).await?;
+                    if how == Behaviour::Mute {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                    }
+                    let ih = if how == Behaviour::OtherTorrent { [0xee; 20] } else { info_hash };
+                    s.write_all(&wire::handshake(&ih, &[b's'; 20])).await?;
+                    let mut bits = vec![0xffu8; pieces.div_ceil(8)];
+                    if !pieces.is_multiple_of(8) {
+                        *bits.last_mut().expect("bits") = 0xff << (8 - pieces % 8);
+                    }
+                    if how == Behaviour::BadBitfield {
+                        bits.push(0);
+                    }
+                    let mut out = ((bits.len() + 1) as u32).to_be_bytes().to_vec();
+                    out.push(5);
+                    out.extend_from_slice(&bits);
+                    out.extend_from_slice(&[0, 0, 0, 1, 1]);
+                    s.write_all(&out).await?;
+                    let mut buf = vec![0u8; 1 << 16];
+                    let (mut lo, mut hi) = (0, 0);
+                    loop {
+                        while let Some((m, used)) = wire::parse(&buf[lo..hi], 1 << 16).map_err(std::io::Error::other)? {
+                            lo += used;
+                            let Message::Request { index, begin, length } = m else { continue };
+                            if how == Behaviour::Flood {
+                                s.write_all(&[0x40, 0, 0, 0, 7]).await?;
+                                continue;
+                            }
+                            let at = index as usize * PIECE + begin as usize;
+                            let mut block = data[at..at + length as usize].to_vec();
+                            if how == Behaviour::Liar {
+                                block.iter_mut().for_each(|b| *b = !*b);
+                            }
+                            let mut out = ((9 + block.len()) as u32).to_be_bytes().to_vec();
+                            out.push(7);
+                            out.extend_from_slice(&index.to_be_bytes());
+                            out.extend_from_slice(&begin.to_be_bytes());
+                            out.extend_from_slice(&block);
+                            s.write_all(&out).await?;
+                            sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        buf.copy_within(lo..hi, 0);
+                        (lo, hi) = (0, hi - lo);
+                        let n = s.read(&mut buf[hi..]).await?;
+                        if n == 0 {
+                            return Ok::<_, std::io::Error>(());
+                        }
+                        hi += n;
+                    }
+                });
+            }
+        });
+        (addr, sent)
+    }
+
+    const PIECE: usize = 64 * 1024;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hostile_peers_are_dropped_and_an_honest_one_completes_the_download() {
+        let data: Arc<Vec<u8>> = Arc::new((0..PIECE * 9 + 1000).map(|i| (i * 7 + i / 251) as u8).collect());
+        let piece_length = PieceLength::new(PIECE as u64).expect("piece length");
+        let mut hasher = PieceHasher::new(piece_length);
+        hasher.update(&data);
+        let hashes = hasher.finish();
+        let info =
+            make_v1_info("f.bin", piece_length, &[(vec!["f.bin".into()], data.len() as u64)], &hashes).expect("info");
+        let torrent = make_torrent(&info, &[]);
+        let info_hash = parse_torrent(&torrent).expect("torrent").info.info_hash_v1.expect("v1");
+        let mut peers = Vec::new();
+        let mut counters = Vec::new();
+        for how in [
+            Behaviour::Liar,
+            Behaviour::Flood,
+            Behaviour::BadBitfield,
+            Behaviour::OtherTorrent,
+            Behaviour::Mute,
+            Behaviour::Honest,
+        ] {
+            let (addr, sent) = seeder(data.clone(), info_hash, hashes.len(), how).await;
+            peers.push(addr);
+            counters.push(sent);
+        }
+        let discovery = Discovery {
+            runtime: tokio::runtime::Handle::current(),
+            dht: None,
+            listen: "127.0.0.1:9".parse().expect("addr"),
+            reqwest: reqwest::Client::new(),
+        };
+        let fetch = |peers: Vec<SocketAddr>, stall: u64| {
+            let sink = Arc::new(MemSink::default());
+            let job = Download {
+                torrent: torrent.clone().into(),
+                sink: sink.clone(),
+                only: None,
+                peers,
+                stall_timeout: Duration::from_secs(stall),
+                progress: &|_| {},
+            };
+            let discovery = &discovery;
+            async move { (tokio::time::timeout(Duration::from_secs(60), download(job, discovery)).await, sink) }
+        };
+
+        // The hostile peers alone: the download stalls, says so, and keeps none of the liar's bytes.
+        let (outcome, sink) = fetch(peers[..5].to_vec(), 3).await;
+        match outcome.expect("the download ends") {
+            Err(EngineError::Timeout { done: 0, .. }) => {}
+            other => panic!("expected a stall with nothing done, got {other:?}"),
+        }
+        assert!(sink.pieces.lock().expect("lock").is_empty(), "a piece that failed its hash was kept");
+        assert!(counters[0].load(Ordering::Relaxed) >= 4, "the liar was asked for whole pieces");
+
+        // With an honest seeder among them, the download completes with the torrent's bytes.
+        let (outcome, sink) = fetch(peers, 20).await;
+        outcome.expect("the download ends").expect("the download completes");
+        let pieces = sink.pieces.lock().expect("lock");
+        assert_eq!(pieces.len(), hashes.len());
+        for (i, piece) in pieces.iter() {
+            let at = *i as usize * PIECE;
+            assert!(piece[..] == data[at..at + piece.len()], "piece {i} holds other bytes");
+        }
+        assert!(counters[5].load(Ordering::Relaxed) > 0, "the honest seeder served");
+    }
 
     fn picker(slots: Vec<Slot>) -> Picker {
         let left = slots.iter().filter(|s| **s == Slot::Missing).count();

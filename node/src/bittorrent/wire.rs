@@ -46,9 +46,21 @@ pub(super) enum Message<'a> {
     NotInterested,
     Have(u32),
     Bitfield(&'a [u8]),
-    Request { index: u32, begin: u32, length: u32 },
-    Piece { index: u32, begin: u32, data: &'a [u8] },
-    Cancel { index: u32, begin: u32, length: u32 },
+    Request {
+        index: u32,
+        begin: u32,
+        length: u32,
+    },
+    Piece {
+        index: u32,
+        begin: u32,
+        data: &'a [u8],
+    },
+    Cancel {
+        index: u32,
+        begin: u32,
+        length: u32,
+    },
     /// Anything else (extensions we did not announce, DHT port, ...): ignored.
     Other(u8),
 }
@@ -92,7 +104,8 @@ pub(super) fn parse(buf: &[u8], max_len: usize) -> Result<Option<(Message<'_>, u
     }
     let Some(body) = buf.get(4..4 + len) else { return Ok(None) };
     let Some((&id, payload)) = body.split_first() else { return Ok(Some((Message::KeepAlive, 4))) };
-    let want = |n: usize| if payload.len() == n { Ok(()) } else { Err(WireError::BadLength { id, len: payload.len() }) };
+    let want =
+        |n: usize| if payload.len() == n { Ok(()) } else { Err(WireError::BadLength { id, len: payload.len() }) };
     let word = |at: usize| u32::from_be_bytes([payload[at], payload[at + 1], payload[at + 2], payload[at + 3]]);
     let message = match id {
         CHOKE => want(0).map(|()| Message::Choke)?,
@@ -203,7 +216,10 @@ mod tests {
     #[test]
     fn hostile_lengths_are_errors_that_name_the_problem() {
         // A length past the cap is refused before anything is buffered for it.
-        assert_eq!(parse(&[0xff, 0xff, 0xff, 0xff, 7], 1000), Err(WireError::TooLong { len: u32::MAX as usize, max: 1000 }));
+        assert_eq!(
+            parse(&[0xff, 0xff, 0xff, 0xff, 7], 1000),
+            Err(WireError::TooLong { len: u32::MAX as usize, max: 1000 })
+        );
         assert_eq!(parse(&frame(HAVE, &[0, 0, 1]), 100), Err(WireError::BadLength { id: HAVE, len: 3 }));
         assert_eq!(parse(&frame(UNCHOKE, &[0]), 100), Err(WireError::BadLength { id: UNCHOKE, len: 1 }));
         assert_eq!(parse(&frame(PIECE, &[0; 7]), 100), Err(WireError::BadLength { id: PIECE, len: 7 }));
@@ -221,6 +237,40 @@ mod tests {
         assert!(check_bitfield(&[0xff], 8).is_ok());
         assert!(has_bit(&[0x80, 0x01], 0) && has_bit(&[0x80, 0x01], 15) && !has_bit(&[0x80, 0x01], 1));
         assert!(!has_bit(&[0xff], 8), "past the end reads as absent");
+    }
+
+    /// Random and mutated input never panics, and a parsed message never claims more bytes than it had.
+    #[test]
+    fn arbitrary_bytes_parse_to_messages_or_errors() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        let mut valid = frame(PIECE, &[0, 0, 0, 1, 0, 0, 0, 0, 9, 9]);
+        valid.extend_from_slice(&frame(BITFIELD, &[0xff, 0x80]));
+        valid.extend_from_slice(&frame(HAVE, &[0, 0, 0, 8]));
+        for round in 0..200_000 {
+            let mut buf = if round % 2 == 0 {
+                let mut v = valid.clone();
+                for _ in 0..rng.random_range(1..4) {
+                    let i = rng.random_range(0..v.len());
+                    v[i] = rng.random();
+                }
+                v.truncate(rng.random_range(0..=v.len()));
+                v
+            } else {
+                (0..rng.random_range(0..40)).map(|_| rng.random()).collect()
+            };
+            if round % 3 == 0 && buf.len() >= 4 {
+                buf[..4].copy_from_slice(&(rng.random_range(0..64u32)).to_be_bytes());
+            }
+            let mut at = 0;
+            while let Ok(Some((message, used))) = parse(&buf[at..], 100) {
+                assert!(used >= 4 && at + used <= buf.len(), "{message:?} took {used} of {}", buf.len() - at);
+                if let Message::Bitfield(bits) = message {
+                    let _ = check_bitfield(bits, 9);
+                }
+                at += used;
+            }
+        }
     }
 
     #[test]
