@@ -379,6 +379,29 @@ impl Inner {
         let node = self.node.clone();
         let _writing = node.writing();
         let mut records = Unsynced::default();
+        // Syncs run beside the assembler, which goes on storing leaves meanwhile: waiting for each flush here
+        // left both cores idle while the queue before it filled.
+        let (to_syncer, batches) = sync_channel::<Unsynced>(1);
+        let me = self.clone();
+        let syncer = std::thread::Builder::new().name("bt-sync".into()).spawn(move || {
+            for mut batch in batches {
+                if let Err(e) = me.sync_and_record(&mut batch) {
+                    me.fail(format!("cannot make the stored leaves durable: {e}"));
+                }
+            }
+        });
+        let syncer = match syncer {
+            Ok(t) => t,
+            Err(e) => {
+                self.fail(format!("cannot start the sync thread: {e}"));
+                return;
+            }
+        };
+        let join = |syncer: std::thread::JoinHandle<()>| {
+            if syncer.join().is_err() {
+                tracing::error!("the streaming import's sync thread panicked");
+            }
+        };
         for msg in rx {
             match msg {
                 Msg::Piece(piece, data) => {
@@ -388,10 +411,19 @@ impl Inner {
                     if let Err(e) = self.absorb(piece, &data, &mut records) {
                         self.fail(format!("piece {piece}: {e}"));
                     }
+                    if records.bytes >= SYNC_BYTES && to_syncer.send(std::mem::take(&mut records)).is_err() {
+                        self.fail("the sync thread stopped".into());
+                    }
                 }
                 Msg::Finish(reply) => {
                     // The records are dropped once the import is recorded: no need to write them now.
-                    let built = self.build();
+                    drop(to_syncer);
+                    join(syncer);
+                    let failed = self.lock().error.clone();
+                    let built = match failed {
+                        Some(e) => Err(e),
+                        None => self.build(),
+                    };
                     if let Err(e) = &built {
                         self.fail(e.clone());
                     }
@@ -401,9 +433,9 @@ impl Inner {
             }
         }
         // Stopped: keep what is stored for the next run.
-        if let Err(e) = self.sync_and_record(&mut records) {
-            tracing::warn!(error = %e, "cannot record the import's progress");
-        }
+        let _ = to_syncer.send(records);
+        drop(to_syncer);
+        join(syncer);
     }
 
     /// Makes the leaves stored so far durable, then records them.
@@ -498,10 +530,6 @@ impl Inner {
             }
         }
         state.verified.remove(&piece);
-        drop(state);
-        if pending.bytes >= SYNC_BYTES {
-            self.sync_and_record(pending)?;
-        }
         Ok(())
     }
 
