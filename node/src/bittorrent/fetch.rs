@@ -41,14 +41,22 @@ const MAX_BUFFERED: u64 = 256 * 1024 * 1024;
 /// Bad pieces a peer may send before it is dropped for good.
 const MAX_BAD_PIECES: u32 = 2;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// A peer with requests outstanding that sends nothing for this long is dropped.
+/// A peer with requests outstanding that sends no block for this long is dropped (keep-alives and other
+/// messages do not count: a peer must not hold pieces it never serves).
 const PEER_SILENCE: Duration = Duration::from_secs(20);
+/// A peer that keeps us choked this long hands its pieces back, so others can fetch them.
+const CHOKED_FOR: Duration = Duration::from_secs(10);
+/// How often a peer's conditions are looked at while its socket is quiet, and keep-alives are sent.
+const WAKE_EVERY: Duration = Duration::from_secs(5);
+const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(60);
 /// A peer whose connection ended is dialled again after this long (doubling with each failure in a row).
 const REDIAL_AFTER: Duration = Duration::from_secs(2);
 /// With nothing arriving for this long (or no peer at all for `ALONE_AFTER`), trackers and the DHT are
 /// asked again: peers that called in to the engine's listener are only found that way.
 const ANNOUNCE_AGAIN_AFTER: Duration = Duration::from_secs(10);
 const ALONE_AFTER: Duration = Duration::from_secs(3);
+/// Peer addresses kept (from trackers, the DHT and PEX); more are ignored, so a peer cannot fill memory.
+const MAX_KNOWN: usize = 2000;
 /// Receive buffer per peer: a block and its header fit many times over.
 const READ_BUFFER: usize = 256 * 1024;
 
@@ -77,7 +85,9 @@ pub(super) async fn download(job: Download<'_>, discovery: &Discovery) -> Result
             .map_err(|e| EngineError::Failed(format!("the check of held pieces stopped: {e}")))?
     };
     sink.initialized();
-    let shared = Arc::new(Shared::new(plan, &checked, sink, info_hash));
+    let (found_tx, mut found) = mpsc::channel::<SocketAddr>(256);
+    let pex = (!meta.info.private).then(|| found_tx.clone());
+    let shared = Arc::new(Shared::new(plan, &checked, sink, info_hash, pex));
     let mut peer_id = *b"-BF0100-000000000000";
     peer_id[8..].copy_from_slice(&rand::random::<[u8; 12]>());
     let mut dialer = Dialer {
@@ -91,7 +101,6 @@ pub(super) async fn download(job: Download<'_>, discovery: &Discovery) -> Result
     for addr in &job.peers {
         dialer.learn(*addr);
     }
-    let (found_tx, mut found) = mpsc::channel::<SocketAddr>(256);
     let mut announcer = Some(announce(&meta, info_hash, &shared, discovery, found_tx.clone()));
     let started = Instant::now();
     let (mut last_done, mut last_change, mut last_announce) = (shared.done(), Instant::now(), Instant::now());
@@ -99,7 +108,7 @@ pub(super) async fn download(job: Download<'_>, discovery: &Discovery) -> Result
     let (mut speed_at, mut speed_done, mut speed) = (Instant::now(), shared.done(), 0.0);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
-        if shared.complete() {
+        if shared.handed_on() {
             (job.progress)(Progress { done: shared.done(), total: shared.total(), peers: shared.live(), speed });
             return Ok(());
         }
@@ -291,12 +300,25 @@ struct Shared {
     wanted_bytes: u64,
     /// Bytes of pieces fetched and verified.
     fetched: AtomicU64,
+    /// Pieces to fetch, and how many the sink has taken: the download is over when they are equal (the
+    /// picker counts a piece done just before it is handed on, which the sink must see first).
+    to_fetch: usize,
+    handed: AtomicUsize,
     /// Peers past the handshake.
     live: AtomicUsize,
+    /// Where peers learnt from peers (PEX) go; `None` for a private torrent, whose peers come from its
+    /// trackers only (BEP 27).
+    pex: Option<mpsc::Sender<SocketAddr>>,
 }
 
 impl Shared {
-    fn new(plan: Plan, held: &[bool], sink: Arc<dyn PieceSink>, info_hash: [u8; 20]) -> Self {
+    fn new(
+        plan: Plan,
+        held: &[bool],
+        sink: Arc<dyn PieceSink>,
+        info_hash: [u8; 20],
+        pex: Option<mpsc::Sender<SocketAddr>>,
+    ) -> Self {
         let mut slots = Vec::with_capacity(held.len());
         let (mut held_bytes, mut wanted_bytes) = (0, 0);
         for (i, h) in held.iter().enumerate() {
@@ -314,6 +336,7 @@ impl Shared {
         }
         let left = slots.iter().filter(|s| **s == Slot::Missing).count();
         let picker = Mutex::new(Picker { slots, left, cursor: 0, buffered: 0 });
+        let to_fetch = left;
         Self {
             plan,
             sink,
@@ -322,7 +345,10 @@ impl Shared {
             held_bytes,
             wanted_bytes,
             fetched: AtomicU64::new(0),
+            to_fetch,
+            handed: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
+            pex,
         }
     }
 
@@ -342,8 +368,14 @@ impl Shared {
         self.live.load(Ordering::Relaxed)
     }
 
+    /// No piece is left to fetch (some may still be on their way to the sink).
     fn complete(&self) -> bool {
         self.picker().left == 0
+    }
+
+    /// Every piece is fetched and in the sink's hands.
+    fn handed_on(&self) -> bool {
+        self.handed.load(Ordering::Acquire) == self.to_fetch
     }
 }
 
@@ -424,8 +456,17 @@ struct Dialer {
 
 impl Dialer {
     fn learn(&mut self, addr: SocketAddr) {
-        if addr == self.own || addr.port() == 0 {
+        if addr == self.own || addr.port() == 0 || self.known.contains_key(&addr) {
             return;
+        }
+        if self.known.len() >= MAX_KNOWN {
+            // Full: a new address takes the place of one that failed (never a banned one, which would be
+            // dialled again once learnt anew), if there is one.
+            let dud = self.known.iter().find(|(_, k)| !k.running && !k.banned && k.failures > 0).map(|(a, _)| *a);
+            match dud {
+                Some(dud) => self.known.remove(&dud),
+                None => return,
+            };
         }
         self.known.entry(addr).or_insert(Known {
             running: false,
@@ -544,14 +585,36 @@ struct Active {
     hashed: usize,
 }
 
+impl Active {
+    /// The offset of the first block not received.
+    fn first_missing(&self) -> u32 {
+        self.missing_from(0)
+    }
+
+    /// The offset of the first block that starts at or after `from` and has not been received (the piece's
+    /// length if none).
+    fn missing_from(&self, from: u32) -> u32 {
+        let first = from.div_ceil(BLOCK_LEN) as usize;
+        let found = (first..self.got.len()).find(|&b| !self.got[b]);
+        found.map_or(self.buf.len() as u32, |b| b as u32 * BLOCK_LEN)
+    }
+}
+
 /// One connection.
 struct Peer {
     shared: Arc<Shared>,
     stream: TcpStream,
     has: Vec<u8>,
     choked: bool,
+    /// When the peer last choked us.
+    choked_at: Instant,
     active: Vec<Active>,
     outstanding: usize,
+    /// Blocks this peer may have outstanding: ours, or less if its extension handshake says so (`reqq`).
+    window: usize,
+    /// When the last block arrived, or requests were first made after none were outstanding.
+    last_block: Instant,
+    last_sent: Instant,
     bad: u32,
     useful: bool,
     out: Vec<u8>,
@@ -571,8 +634,12 @@ impl Peer {
                 shared,
                 stream,
                 choked: true,
+                choked_at: Instant::now(),
                 active: Vec::new(),
                 outstanding: 0,
+                window: REQUEST_WINDOW,
+                last_block: Instant::now(),
+                last_sent: Instant::now(),
                 bad: 0,
                 useful: false,
                 out: Vec::new(),
@@ -598,6 +665,9 @@ impl Peer {
             .await
             .map_err(|_| PeerError::Connect(format!("no handshake in {CONNECT_TIMEOUT:?}")))??;
         wire::check_handshake(&theirs, &self.shared.info_hash)?;
+        if self.shared.pex.is_some() && wire::speaks_extensions(&theirs) {
+            wire::put_extension_handshake(&mut self.out);
+        }
         self.shared.live.fetch_add(1, Ordering::Relaxed);
         let result = self.messages().await;
         self.shared.live.fetch_sub(1, Ordering::Relaxed);
@@ -627,18 +697,22 @@ impl Peer {
                 buf.copy_within(lo..hi, 0);
                 (lo, hi) = (0, hi - lo);
             }
-            let n = match tokio::time::timeout(PEER_SILENCE, self.stream.read(&mut buf[hi..])).await {
-                Ok(n) => n?,
-                Err(_) if self.outstanding > 0 => return Err(PeerError::Silent(PEER_SILENCE)),
-                Err(_) => {
-                    wire::put_keep_alive(&mut self.out);
-                    continue;
-                }
-            };
-            if n == 0 {
-                return Err(PeerError::Closed);
+            match tokio::time::timeout(WAKE_EVERY, self.stream.read(&mut buf[hi..])).await {
+                Ok(Ok(0)) => return Err(PeerError::Closed),
+                Ok(Ok(n)) => hi += n,
+                Ok(Err(e)) => return Err(e.into()),
+                // Quiet: the checks below decide.
+                Err(_) => {}
             }
-            hi += n;
+            if self.outstanding > 0 && self.last_block.elapsed() >= PEER_SILENCE {
+                return Err(PeerError::Silent(PEER_SILENCE));
+            }
+            if self.choked && !self.active.is_empty() && self.choked_at.elapsed() >= CHOKED_FOR {
+                self.release();
+            }
+            if self.last_sent.elapsed() >= KEEP_ALIVE_EVERY {
+                wire::put_keep_alive(&mut self.out);
+            }
         }
     }
 
@@ -646,11 +720,24 @@ impl Peer {
         let pieces = self.shared.plan.hashes.len();
         match message {
             Message::Choke => {
-                // Requests not yet served are dropped by a peer that chokes (BEP 3): hand the pieces back.
-                self.choked = true;
-                self.release();
+                // Requests not yet served are dropped by a peer that chokes (BEP 3). The blocks received stay:
+                // a peer may unchoke us again soon (`CHOKED_FOR` decides when its pieces go to others).
+                if !self.choked {
+                    self.choked = true;
+                    self.choked_at = Instant::now();
+                }
+                self.outstanding = 0;
+                for a in &mut self.active {
+                    a.next = a.first_missing();
+                }
             }
             Message::Unchoke => self.choked = false,
+            Message::Extended { id: 0, payload } => {
+                // The peer's extension handshake: `reqq` is how many requests it queues.
+                if let Some(reqq) = wire::extension_reqq(payload) {
+                    self.window = reqq.clamp(1, REQUEST_WINDOW);
+                }
+            }
             Message::Have(index) => {
                 let i = usize::try_from(index).ok().filter(|i| *i < pieces);
                 let i = i.ok_or(WireError::NoSuchPiece { index, pieces })?;
@@ -661,13 +748,22 @@ impl Peer {
                 self.has.copy_from_slice(bits);
             }
             Message::Piece { index, begin, data } => self.block(index, begin, data)?,
+            Message::Extended { id: wire::OUR_PEX_ID, payload } => {
+                if let Some(pex) = &self.shared.pex {
+                    for addr in wire::pex_added(payload) {
+                        // A full channel drops the peer: the dialler has plenty to do already.
+                        let _ = pex.try_send(addr);
+                    }
+                }
+            }
             // We serve nothing on this connection (seeding is the engine's listener's), and announced no
-            // extension.
+            // extension but PEX.
             Message::KeepAlive
             | Message::Interested
             | Message::NotInterested
             | Message::Request { .. }
             | Message::Cancel { .. }
+            | Message::Extended { .. }
             | Message::Other(_) => {}
         }
         Ok(())
@@ -682,7 +778,8 @@ impl Peer {
         };
         let a = &mut self.active[at];
         let block = (begin / BLOCK_LEN) as usize;
-        let expected = (a.buf.len() - begin as usize).min(BLOCK_LEN as usize);
+        let Some(rest) = a.buf.len().checked_sub(begin as usize) else { return Err(unrequested) };
+        let expected = rest.min(BLOCK_LEN as usize);
         if !begin.is_multiple_of(BLOCK_LEN) || data.len() != expected {
             return Err(unrequested);
         }
@@ -692,6 +789,7 @@ impl Peer {
         }
         a.got[block] = true;
         a.missing -= 1;
+        self.last_block = Instant::now();
         a.buf[begin as usize..begin as usize + data.len()].copy_from_slice(data);
         self.outstanding -= 1;
         while a.hashed < a.got.len() && a.got[a.hashed] {
@@ -727,6 +825,7 @@ impl Peer {
         if first {
             self.shared.fetched.fetch_add(len, Ordering::Relaxed);
             self.shared.sink.piece_complete(index, a.buf).map_err(PeerError::Sink)?;
+            self.shared.handed.fetch_add(1, Ordering::Release);
         }
         Ok(())
     }
@@ -737,11 +836,14 @@ impl Peer {
         if self.choked {
             return Ok(());
         }
-        while self.outstanding < REQUEST_WINDOW {
+        if self.outstanding == 0 {
+            self.last_block = Instant::now();
+        }
+        while self.outstanding < self.window {
             if let Some(a) = self.active.iter_mut().find(|a| (a.next as usize) < a.buf.len()) {
                 let length = (a.buf.len() - a.next as usize).min(BLOCK_LEN as usize) as u32;
                 wire::put_request(&mut self.out, a.index, a.next, length, false);
-                a.next += length;
+                a.next = a.missing_from(a.next + length);
                 self.outstanding += 1;
                 continue;
             }
@@ -749,7 +851,9 @@ impl Peer {
             let claimed = {
                 let mut picker = self.shared.picker();
                 let len = self.shared.plan.piece_length;
-                if !self.active.is_empty() && picker.buffered + len > MAX_BUFFERED {
+                // Within the budget; past it, only when no piece is buffered at all (one piece bigger than
+                // the budget must still be fetchable).
+                if picker.buffered + len > MAX_BUFFERED && picker.buffered > 0 {
                     None
                 } else {
                     let has = &self.has;
@@ -815,6 +919,7 @@ impl Peer {
             .await
             .map_err(|_| PeerError::Silent(PEER_SILENCE))??;
         self.out.clear();
+        self.last_sent = Instant::now();
         Ok(())
     }
 }
@@ -866,23 +971,30 @@ mod tests {
         OtherTorrent,
         /// Reads the handshake and never answers.
         Mute,
+        /// Serves the first 24 blocks asked for, chokes (dropping the requests it holds), unchokes a moment
+        /// later and serves the rest.
+        ChokesOnce,
     }
 
-    /// A seeder of `data` on 127.0.0.1 that behaves as told; returns its address and how many blocks it sent.
+    /// A seeder of `data` on 127.0.0.1 that behaves as told; returns its address, how many blocks it sent,
+    /// and how many requests it got for blocks it had already sent on the same connection.
     async fn seeder(
         data: Arc<Vec<u8>>,
         info_hash: [u8; 20],
         pieces: usize,
         how: Behaviour,
-    ) -> (SocketAddr, Arc<AtomicU64>) {
+    ) -> (SocketAddr, Arc<AtomicU64>, Arc<AtomicU64>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let sent = Arc::new(AtomicU64::new(0));
-        let counter = sent.clone();
+        let again = Arc::new(AtomicU64::new(0));
+        let (counter, repeats) = (sent.clone(), again.clone());
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
-                let (data, sent) = (data.clone(), counter.clone());
+                let (data, sent, again) = (data.clone(), counter.clone(), repeats.clone());
                 tokio::spawn(async move {
+                    let mut served = HashSet::new();
+                    let mut choked_once = false;
                     let mut hello = [0u8; HANDSHAKE_LEN];
                     s.read_exact(&mut hello).await?;
                     if how == Behaviour::Mute {
@@ -908,6 +1020,26 @@ mod tests {
                         while let Some((m, used)) = wire::parse(&buf[lo..hi], 1 << 16).map_err(std::io::Error::other)? {
                             lo += used;
                             let Message::Request { index, begin, length } = m else { continue };
+                            if served.contains(&(index, begin)) {
+                                again.fetch_add(1, Ordering::Relaxed);
+                            }
+                            if how == Behaviour::ChokesOnce && served.len() == 24 && !choked_once {
+                                choked_once = true;
+                                s.write_all(&[0, 0, 0, 1, 0]).await?;
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                // What is still in the socket was asked for before the choke: dropped.
+                                let mut drain = vec![0u8; 1 << 16];
+                                while let Ok(Ok(n)) =
+                                    tokio::time::timeout(Duration::from_millis(20), s.read(&mut drain)).await
+                                {
+                                    if n == 0 {
+                                        break;
+                                    }
+                                }
+                                (lo, hi) = (0, 0);
+                                s.write_all(&[0, 0, 0, 1, 1]).await?;
+                                break;
+                            }
                             if how == Behaviour::Flood {
                                 s.write_all(&[0x40, 0, 0, 0, 7]).await?;
                                 continue;
@@ -923,6 +1055,7 @@ mod tests {
                             out.extend_from_slice(&begin.to_be_bytes());
                             out.extend_from_slice(&block);
                             s.write_all(&out).await?;
+                            served.insert((index, begin));
                             sent.fetch_add(1, Ordering::Relaxed);
                         }
                         buf.copy_within(lo..hi, 0);
@@ -936,7 +1069,7 @@ mod tests {
                 });
             }
         });
-        (addr, sent)
+        (addr, sent, again)
     }
 
     const PIECE: usize = 64 * 1024;
@@ -962,7 +1095,7 @@ mod tests {
             Behaviour::Mute,
             Behaviour::Honest,
         ] {
-            let (addr, sent) = seeder(data.clone(), info_hash, hashes.len(), how).await;
+            let (addr, sent, _) = seeder(data.clone(), info_hash, hashes.len(), how).await;
             peers.push(addr);
             counters.push(sent);
         }
@@ -1010,6 +1143,48 @@ mod tests {
     fn picker(slots: Vec<Slot>) -> Picker {
         let left = slots.iter().filter(|s| **s == Slot::Missing).count();
         Picker { slots, left, cursor: 0, buffered: 0 }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_choke_keeps_the_blocks_received_and_only_the_rest_is_asked_again() {
+        let data: Arc<Vec<u8>> = Arc::new((0..PIECE * 12 + 100).map(|i| (i * 13 + i / 509) as u8).collect());
+        let piece_length = PieceLength::new(PIECE as u64).expect("piece length");
+        let mut hasher = PieceHasher::new(piece_length);
+        hasher.update(&data);
+        let hashes = hasher.finish();
+        let info =
+            make_v1_info("g.bin", piece_length, &[(vec!["g.bin".into()], data.len() as u64)], &hashes).expect("info");
+        let torrent = make_torrent(&info, &[]);
+        let info_hash = parse_torrent(&torrent).expect("torrent").info.info_hash_v1.expect("v1");
+        let (addr, sent, again) = seeder(data.clone(), info_hash, hashes.len(), Behaviour::ChokesOnce).await;
+        let sink = Arc::new(MemSink::default());
+        let discovery = Discovery {
+            runtime: tokio::runtime::Handle::current(),
+            dht: None,
+            listen: "127.0.0.1:9".parse().expect("addr"),
+            reqwest: reqwest::Client::new(),
+        };
+        let job = Download {
+            torrent: torrent.into(),
+            sink: sink.clone(),
+            only: None,
+            peers: vec![addr],
+            stall_timeout: Duration::from_secs(20),
+            progress: &|_| {},
+        };
+        tokio::time::timeout(Duration::from_secs(60), download(job, &discovery))
+            .await
+            .expect("the download ends")
+            .expect("the download completes");
+        let pieces = sink.pieces.lock().expect("lock");
+        assert_eq!(pieces.len(), hashes.len());
+        for (i, piece) in pieces.iter() {
+            let at = *i as usize * PIECE;
+            assert!(piece[..] == data[at..at + piece.len()], "piece {i} holds other bytes");
+        }
+        let blocks = data.len().div_ceil(BLOCK_LEN as usize) as u64;
+        assert_eq!(sent.load(Ordering::Relaxed), blocks, "every block was sent once");
+        assert_eq!(again.load(Ordering::Relaxed), 0, "a block received before the choke was asked for again");
     }
 
     #[test]

@@ -18,6 +18,13 @@ const BITFIELD: u8 = 5;
 const REQUEST: u8 = 6;
 const PIECE: u8 = 7;
 const CANCEL: u8 = 8;
+const EXTENDED: u8 = 20;
+/// The id we give `ut_pex` in our extension handshake: peers send their PEX messages to us under it.
+pub(super) const OUR_PEX_ID: u8 = 1;
+/// Our extension handshake (BEP 10): only `ut_pex` (BEP 11), so peers tell us of other peers.
+const EXTENSION_HANDSHAKE: &[u8] = b"d1:md6:ut_pexi1eee";
+/// Peers taken from one PEX message; more are ignored.
+const MAX_PEX_PEERS: usize = 100;
 
 /// What a peer did wrong on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,15 +68,21 @@ pub(super) enum Message<'a> {
         begin: u32,
         length: u32,
     },
-    /// Anything else (extensions we did not announce, DHT port, ...): ignored.
+    /// A BEP 10 message: `id` 0 is the peer's extension handshake, others the ids we announced.
+    Extended {
+        id: u8,
+        payload: &'a [u8],
+    },
+    /// Anything else (the DHT port, the fast extension's messages, ...): ignored.
     Other(u8),
 }
 
-/// Our handshake: no extension bits, so peers send neither the fast extension's nor BEP 10's messages.
+/// Our handshake: the BEP 10 extension bit only (for PEX), so peers send no fast-extension messages.
 pub(super) fn handshake(info_hash: &[u8; 20], peer_id: &[u8; 20]) -> [u8; HANDSHAKE_LEN] {
     let mut out = [0u8; HANDSHAKE_LEN];
     out[0] = PROTOCOL.len() as u8;
     out[1..20].copy_from_slice(PROTOCOL);
+    out[25] = 0x10;
     out[28..48].copy_from_slice(info_hash);
     out[48..68].copy_from_slice(peer_id);
     out
@@ -126,6 +139,10 @@ pub(super) fn parse(buf: &[u8], max_len: usize) -> Result<Option<(Message<'_>, u
                 Message::Cancel { index, begin, length }
             }
         }
+        EXTENDED => match payload.split_first() {
+            Some((&id, payload)) => Message::Extended { id, payload },
+            None => return Err(WireError::BadLength { id, len: 0 }),
+        },
         PIECE => {
             if payload.len() < 8 {
                 return Err(WireError::BadLength { id, len: payload.len() });
@@ -148,6 +165,47 @@ pub(super) fn check_bitfield(bits: &[u8], pieces: usize) -> Result<(), WireError
         return Err(bad);
     }
     Ok(())
+}
+
+/// Whether a handshake announces the BEP 10 extension protocol.
+pub(super) fn speaks_extensions(handshake: &[u8; HANDSHAKE_LEN]) -> bool {
+    handshake[25] & 0x10 != 0
+}
+
+/// Appends our extension handshake.
+pub(super) fn put_extension_handshake(out: &mut Vec<u8>) {
+    out.extend_from_slice(&((2 + EXTENSION_HANDSHAKE.len()) as u32).to_be_bytes());
+    out.extend_from_slice(&[EXTENDED, 0]);
+    out.extend_from_slice(EXTENSION_HANDSHAKE);
+}
+
+/// The peers a `ut_pex` message adds (`added`, 6 bytes each, and `added6`, 18 bytes each), at most
+/// `MAX_PEX_PEERS`; a message that is not a bencoded dict adds none.
+pub(super) fn pex_added(payload: &[u8]) -> Vec<std::net::SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+    let Ok(value) = btfs_chunker::torrent::bencode::decode(payload) else { return Vec::new() };
+    let mut out = Vec::new();
+    if let Some(v4) = value.get(b"added").and_then(|v| v.as_bytes()) {
+        for c in v4.chunks_exact(6) {
+            let ip = Ipv4Addr::new(c[0], c[1], c[2], c[3]);
+            out.push(SocketAddr::from((ip, u16::from_be_bytes([c[4], c[5]]))));
+        }
+    }
+    if let Some(v6) = value.get(b"added6").and_then(|v| v.as_bytes()) {
+        for c in v6.chunks_exact(18) {
+            let mut ip = [0u8; 16];
+            ip.copy_from_slice(&c[..16]);
+            out.push(SocketAddr::from((Ipv6Addr::from(ip), u16::from_be_bytes([c[16], c[17]]))));
+        }
+    }
+    out.truncate(MAX_PEX_PEERS);
+    out
+}
+
+/// The `reqq` of a peer's extension handshake: how many requests it queues, if it says.
+pub(super) fn extension_reqq(payload: &[u8]) -> Option<usize> {
+    let value = btfs_chunker::torrent::bencode::decode(payload).ok()?;
+    usize::try_from(value.get(b"reqq")?.as_int()?).ok()
 }
 
 /// Whether bit `i` of a checked bitfield is set.
@@ -210,7 +268,12 @@ mod tests {
             assert_eq!(parse(&buf[..cut], 100), Ok(None), "a message cut at {cut} bytes waits");
         }
         assert_eq!(parse(&frame(UNCHOKE, &[]), 100), Ok(Some((Message::Unchoke, 5))));
-        assert_eq!(parse(&frame(20, b"d1:md2:ut_pexi1eee"), 100).map(|m| m.map(|m| m.0)), Ok(Some(Message::Other(20))));
+        assert_eq!(parse(&frame(9, &[0x1a, 0xe1]), 100).map(|m| m.map(|m| m.0)), Ok(Some(Message::Other(9))));
+        assert_eq!(
+            parse(&frame(EXTENDED, b"\x01d5:added0:e"), 100).map(|m| m.map(|m| m.0)),
+            Ok(Some(Message::Extended { id: 1, payload: b"d5:added0:e" }))
+        );
+        assert_eq!(parse(&frame(EXTENDED, b""), 100), Err(WireError::BadLength { id: EXTENDED, len: 0 }));
     }
 
     #[test]
@@ -271,6 +334,30 @@ mod tests {
                 at += used;
             }
         }
+    }
+
+    #[test]
+    fn pex_messages_give_their_peers_and_junk_gives_none() {
+        let mut msg = b"d5:added12:".to_vec();
+        msg.extend_from_slice(&[127, 0, 0, 1, 0x1a, 0xe1, 10, 0, 0, 2, 0, 80]);
+        msg.extend_from_slice(b"6:added618:");
+        msg.extend_from_slice(&[0; 15]);
+        msg.extend_from_slice(&[1, 0x1f, 0x90]);
+        msg.extend_from_slice(b"e");
+        let peers: Vec<String> = pex_added(&msg).iter().map(|a| a.to_string()).collect();
+        assert_eq!(peers, ["127.0.0.1:6881", "10.0.0.2:80", "[::1]:8080"]);
+        assert!(pex_added(b"d5:addedi3ee").is_empty(), "added is not a string");
+        assert!(pex_added(b"not bencode").is_empty());
+        assert_eq!(extension_reqq(b"d1:md6:ut_pexi1ee4:reqqi250ee"), Some(250));
+        assert_eq!(extension_reqq(b"d4:reqqi-1ee"), None);
+        assert_eq!(extension_reqq(b"d1:md6:ut_pexi1eee"), None);
+        let many = [b"d5:added600:".as_slice(), &[7u8; 600], b"e"].concat();
+        assert_eq!(pex_added(&many).len(), MAX_PEX_PEERS);
+        let ours = handshake(&[1; 20], &[2; 20]);
+        assert!(speaks_extensions(&ours));
+        let mut out = Vec::new();
+        put_extension_handshake(&mut out);
+        assert_eq!(parse(&out, 100), Ok(Some((Message::Extended { id: 0, payload: EXTENSION_HANDSHAKE }, out.len()))));
     }
 
     #[test]
