@@ -1074,17 +1074,60 @@ mod tests {
 
     const PIECE: usize = 64 * 1024;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn hostile_peers_are_dropped_and_an_honest_one_completes_the_download() {
-        let data: Arc<Vec<u8>> = Arc::new((0..PIECE * 9 + 1000).map(|i| (i * 7 + i / 251) as u8).collect());
+    /// A one-file torrent of `len` made-up bytes in 64 KiB pieces.
+    struct Fixture {
+        data: Arc<Vec<u8>>,
+        torrent: Vec<u8>,
+        info_hash: [u8; 20],
+        pieces: usize,
+    }
+
+    fn fixture(len: usize, seed: usize) -> Fixture {
+        let data: Arc<Vec<u8>> = Arc::new((0..len).map(|i| (i * seed + i / 251) as u8).collect());
         let piece_length = PieceLength::new(PIECE as u64).expect("piece length");
         let mut hasher = PieceHasher::new(piece_length);
         hasher.update(&data);
         let hashes = hasher.finish();
-        let info =
-            make_v1_info("f.bin", piece_length, &[(vec!["f.bin".into()], data.len() as u64)], &hashes).expect("info");
+        let info = make_v1_info("f.bin", piece_length, &[(vec!["f.bin".into()], len as u64)], &hashes).expect("info");
         let torrent = make_torrent(&info, &[]);
         let info_hash = parse_torrent(&torrent).expect("torrent").info.info_hash_v1.expect("v1");
+        Fixture { data, torrent, info_hash, pieces: hashes.len() }
+    }
+
+    /// Downloads `fx` from `peers` into a sink in memory.
+    async fn fetch(fx: &Fixture, peers: Vec<SocketAddr>, stall: u64) -> (Result<(), EngineError>, Arc<MemSink>) {
+        let discovery = Discovery {
+            runtime: tokio::runtime::Handle::current(),
+            dht: None,
+            listen: "127.0.0.1:9".parse().expect("addr"),
+            reqwest: reqwest::Client::new(),
+        };
+        let sink = Arc::new(MemSink::default());
+        let job = Download {
+            torrent: fx.torrent.clone().into(),
+            sink: sink.clone(),
+            only: None,
+            peers,
+            stall_timeout: Duration::from_secs(stall),
+            progress: &|_| {},
+        };
+        let outcome = tokio::time::timeout(Duration::from_secs(60), download(job, &discovery));
+        (outcome.await.expect("the download ends"), sink)
+    }
+
+    /// The sink holds every piece of `fx`, with its bytes.
+    fn assert_holds(sink: &MemSink, fx: &Fixture) {
+        let pieces = sink.pieces.lock().expect("lock");
+        assert_eq!(pieces.len(), fx.pieces);
+        for (i, piece) in pieces.iter() {
+            let at = *i as usize * PIECE;
+            assert!(piece[..] == fx.data[at..at + piece.len()], "piece {i} holds other bytes");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hostile_peers_are_dropped_and_an_honest_one_completes_the_download() {
+        let fx = fixture(PIECE * 9 + 1000, 7);
         let mut peers = Vec::new();
         let mut counters = Vec::new();
         for how in [
@@ -1095,33 +1138,14 @@ mod tests {
             Behaviour::Mute,
             Behaviour::Honest,
         ] {
-            let (addr, sent, _) = seeder(data.clone(), info_hash, hashes.len(), how).await;
+            let (addr, sent, _) = seeder(fx.data.clone(), fx.info_hash, fx.pieces, how).await;
             peers.push(addr);
             counters.push(sent);
         }
-        let discovery = Discovery {
-            runtime: tokio::runtime::Handle::current(),
-            dht: None,
-            listen: "127.0.0.1:9".parse().expect("addr"),
-            reqwest: reqwest::Client::new(),
-        };
-        let fetch = |peers: Vec<SocketAddr>, stall: u64| {
-            let sink = Arc::new(MemSink::default());
-            let job = Download {
-                torrent: torrent.clone().into(),
-                sink: sink.clone(),
-                only: None,
-                peers,
-                stall_timeout: Duration::from_secs(stall),
-                progress: &|_| {},
-            };
-            let discovery = &discovery;
-            async move { (tokio::time::timeout(Duration::from_secs(60), download(job, discovery)).await, sink) }
-        };
 
         // The hostile peers alone: the download stalls, says so, and keeps none of the liar's bytes.
-        let (outcome, sink) = fetch(peers[..5].to_vec(), 3).await;
-        match outcome.expect("the download ends") {
+        let (outcome, sink) = fetch(&fx, peers[..5].to_vec(), 3).await;
+        match outcome {
             Err(EngineError::Timeout { done: 0, .. }) => {}
             other => panic!("expected a stall with nothing done, got {other:?}"),
         }
@@ -1129,14 +1153,9 @@ mod tests {
         assert!(counters[0].load(Ordering::Relaxed) >= 4, "the liar was asked for whole pieces");
 
         // With an honest seeder among them, the download completes with the torrent's bytes.
-        let (outcome, sink) = fetch(peers, 20).await;
-        outcome.expect("the download ends").expect("the download completes");
-        let pieces = sink.pieces.lock().expect("lock");
-        assert_eq!(pieces.len(), hashes.len());
-        for (i, piece) in pieces.iter() {
-            let at = *i as usize * PIECE;
-            assert!(piece[..] == data[at..at + piece.len()], "piece {i} holds other bytes");
-        }
+        let (outcome, sink) = fetch(&fx, peers, 20).await;
+        outcome.expect("the download completes");
+        assert_holds(&sink, &fx);
         assert!(counters[5].load(Ordering::Relaxed) > 0, "the honest seeder served");
     }
 
@@ -1147,42 +1166,12 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_choke_keeps_the_blocks_received_and_only_the_rest_is_asked_again() {
-        let data: Arc<Vec<u8>> = Arc::new((0..PIECE * 12 + 100).map(|i| (i * 13 + i / 509) as u8).collect());
-        let piece_length = PieceLength::new(PIECE as u64).expect("piece length");
-        let mut hasher = PieceHasher::new(piece_length);
-        hasher.update(&data);
-        let hashes = hasher.finish();
-        let info =
-            make_v1_info("g.bin", piece_length, &[(vec!["g.bin".into()], data.len() as u64)], &hashes).expect("info");
-        let torrent = make_torrent(&info, &[]);
-        let info_hash = parse_torrent(&torrent).expect("torrent").info.info_hash_v1.expect("v1");
-        let (addr, sent, again) = seeder(data.clone(), info_hash, hashes.len(), Behaviour::ChokesOnce).await;
-        let sink = Arc::new(MemSink::default());
-        let discovery = Discovery {
-            runtime: tokio::runtime::Handle::current(),
-            dht: None,
-            listen: "127.0.0.1:9".parse().expect("addr"),
-            reqwest: reqwest::Client::new(),
-        };
-        let job = Download {
-            torrent: torrent.into(),
-            sink: sink.clone(),
-            only: None,
-            peers: vec![addr],
-            stall_timeout: Duration::from_secs(20),
-            progress: &|_| {},
-        };
-        tokio::time::timeout(Duration::from_secs(60), download(job, &discovery))
-            .await
-            .expect("the download ends")
-            .expect("the download completes");
-        let pieces = sink.pieces.lock().expect("lock");
-        assert_eq!(pieces.len(), hashes.len());
-        for (i, piece) in pieces.iter() {
-            let at = *i as usize * PIECE;
-            assert!(piece[..] == data[at..at + piece.len()], "piece {i} holds other bytes");
-        }
-        let blocks = data.len().div_ceil(BLOCK_LEN as usize) as u64;
+        let fx = fixture(PIECE * 12 + 100, 13);
+        let (addr, sent, again) = seeder(fx.data.clone(), fx.info_hash, fx.pieces, Behaviour::ChokesOnce).await;
+        let (outcome, sink) = fetch(&fx, vec![addr], 20).await;
+        outcome.expect("the download completes");
+        assert_holds(&sink, &fx);
+        let blocks = fx.data.len().div_ceil(BLOCK_LEN as usize) as u64;
         assert_eq!(sent.load(Ordering::Relaxed), blocks, "every block was sent once");
         assert_eq!(again.load(Ordering::Relaxed), 0, "a block received before the choke was asked for again");
     }

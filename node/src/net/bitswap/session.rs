@@ -37,8 +37,11 @@ const MAX_UNSTORED_BYTES: u64 = 64 * 1024 * 1024;
 /// A peer with work that delivers nothing for this long is late: its wants are sent again (to another
 /// peer when there is one). Messages do get lost: a peer may close a stream with a message half-written.
 const WANT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a connected peer that has not said it holds the data waits before it is asked again.
+/// How long a connected peer that has not said it holds the data waits before it is asked again: this,
+/// doubling with each time it was asked, up to `REPROBE_MAX` (a node with hundreds of connections is not
+/// asked about every one of them every second while a session runs).
 const REPROBE_AFTER: Duration = Duration::from_secs(1);
+const REPROBE_MAX: Duration = Duration::from_secs(16);
 /// How often the session looks again for peers while it has none.
 const SEARCH_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -97,8 +100,8 @@ struct Session {
     peers: HashMap<PeerId, SessionPeer>,
     /// Peers that said they lack a block.
     lacking: HashMap<Cid, HashSet<PeerId>>,
-    /// Peers asked whether they have the first block, and when.
-    probed: HashMap<PeerId, Instant>,
+    /// Peers asked whether they have the first block: when last, and how many times.
+    probed: HashMap<PeerId, (Instant, u32)>,
     seen: HashSet<Cid>,
     /// Received blocks not yet confirmed stored, with their sizes.
     unstored: HashMap<Cid, u64>,
@@ -328,12 +331,18 @@ impl Session {
     }
 
     /// Asks `peer` whether it has the first missing block, unless it is already one of ours or was asked
-    /// within `REPROBE_AFTER`.
+    /// recently (`REPROBE_AFTER`, doubling per time asked).
     async fn probe(&mut self, peer: PeerId) {
-        if self.peers.contains_key(&peer) || self.probed.get(&peer).is_some_and(|t| t.elapsed() < REPROBE_AFTER) {
+        if self.peers.contains_key(&peer) {
             return;
         }
-        self.probed.insert(peer, Instant::now());
+        let asked = self.probed.get(&peer).copied();
+        if let Some((at, times)) = asked
+            && at.elapsed() < (REPROBE_AFTER * 2u32.pow(times.min(8))).min(REPROBE_MAX)
+        {
+            return;
+        }
+        self.probed.insert(peer, (Instant::now(), asked.map_or(0, |(_, times)| times + 1)));
         let Some(first) = self.need.front().copied().or_else(|| self.inflight.keys().next().copied()) else {
             return;
         };
