@@ -1,12 +1,12 @@
 //! The import's downloader: our own peer wire client for the bulk of a download.
 //!
 //! librqbit still finds the metadata of a magnet and seeds; peers come from the torrent's trackers (through
-//! librqbit's tracker client), from the engine's DHT node, and from whoever the caller met resolving a
-//! magnet. The transfer itself is ours because it is the hot path: librqbit writes every 16 KiB block
+//! librqbit's tracker client), from the engine's DHT node, from PEX, and from whoever the caller met
+//! resolving a magnet. The transfer itself is ours because it is the hot path: librqbit writes every 16 KiB block
 //! through its storage trait, reads each piece back to hash it, and keeps per-block state behind locks,
 //! which on two cores made its download alone slower than libtorrent's (docs/performance.md, issue 6). Here
-//! a block is copied once, from the socket's buffer into its piece, and a piece is hashed where it lies and
-//! handed to the sink whole.
+//! a block is copied once, from the socket's buffer into its piece, hashed there while it is in the cache,
+//! and the piece is handed to the sink whole.
 //!
 //! Each peer gets a task on the engine's thread that keeps up to `REQUEST_WINDOW` blocks requested. Pieces
 //! are claimed whole, in order (so the assembler's partial leaves resolve soon); once none is left unclaimed
@@ -36,7 +36,8 @@ use super::wire::{self, BLOCK_LEN, HANDSHAKE_LEN, Message, WireError};
 const REQUEST_WINDOW: usize = 256;
 /// Peers connected at once.
 const MAX_PEERS: usize = 32;
-/// Piece bytes held in buffers by all peers together; a peer may always hold one piece.
+/// Piece bytes held in buffers by all peers together; past it, a piece is claimed only when none is buffered
+/// (so a piece larger than the budget can still be fetched).
 const MAX_BUFFERED: u64 = 256 * 1024 * 1024;
 /// Bad pieces a peer may send before it is dropped for good.
 const MAX_BAD_PIECES: u32 = 2;
@@ -55,7 +56,8 @@ const REDIAL_AFTER: Duration = Duration::from_secs(2);
 /// asked again: peers that called in to the engine's listener are only found that way.
 const ANNOUNCE_AGAIN_AFTER: Duration = Duration::from_secs(10);
 const ALONE_AFTER: Duration = Duration::from_secs(3);
-/// Peer addresses kept (from trackers, the DHT and PEX); more are ignored, so a peer cannot fill memory.
+/// Peer addresses kept (from trackers, the DHT and PEX); past it a new one replaces one that failed, or is
+/// ignored, so no peer can fill memory.
 const MAX_KNOWN: usize = 2000;
 /// Receive buffer per peer: a block and its header fit many times over.
 const READ_BUFFER: usize = 256 * 1024;
