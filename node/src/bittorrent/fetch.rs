@@ -198,14 +198,16 @@ impl Plan {
     /// Which wanted pieces the sink already holds, read back and hashed.
     fn held(&self, sink: &dyn PieceSink) -> Vec<bool> {
         let mut held = vec![false; self.hashes.len()];
-        let mut buf = Vec::new();
+        // One buffer, zeroed once: a read that succeeds fills all of a piece (the files, padding included,
+        // cover the piece stream), and a fresh import's reads fail at once, so zeroing per piece was most of
+        // the check's cost.
+        let mut buf = vec![0; usize::try_from(self.piece_length).unwrap_or(usize::MAX).min(self.total as usize)];
         for (piece, h) in held.iter_mut().enumerate() {
             if !self.wanted[piece] {
                 continue;
             }
-            buf.clear();
-            buf.resize(self.piece_len(piece) as usize, 0);
-            *h = self.read(sink, piece, &mut buf).is_ok() && Sha1::digest(&buf)[..] == self.hashes[piece];
+            let piece_bytes = &mut buf[..self.piece_len(piece) as usize];
+            *h = self.read(sink, piece, piece_bytes).is_ok() && Sha1::digest(&*piece_bytes)[..] == self.hashes[piece];
         }
         held
     }
