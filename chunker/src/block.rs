@@ -44,7 +44,19 @@ impl CidParams {
         {
             return Cid::new_v1(codec, mh);
         }
-        let mh = self.hash.digest(data);
+        self.named(codec, self.hash.digest(data))
+    }
+
+    /// `cid` of the concatenation of `parts`, without joining them unless the result is inlined.
+    pub fn cid_of_parts(&self, codec: u64, parts: &[&[u8]]) -> Cid {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if self.inline_limit.is_some_and(|limit| len <= limit) {
+            return self.cid(codec, &parts.concat());
+        }
+        self.named(codec, self.hash.digest_parts(parts))
+    }
+
+    fn named(&self, codec: u64, mh: hash::Multihash) -> Cid {
         if self.version == CidVersion::V0 && codec == crate::dagpb::CODEC && self.hash == HashFunction::Sha2_256 {
             // A sha2-256 digest always makes a valid CIDv0; fall back to v1 rather than panic if not.
             if let Ok(cid) = Cid::new_v0(mh) {

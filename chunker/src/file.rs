@@ -65,6 +65,20 @@ impl FileParams {
         Self::link(filesize, block)
     }
 
+    /// A leaf over a chunk borrowed from a larger buffer, without copying the chunk: the block is
+    /// `frame.head`, the chunk, then `frame.tail` (both empty for raw leaves). For stores that take a block
+    /// in parts (`BlockStore::put_parts`).
+    pub fn leaf_parts(&self, chunk: &[u8]) -> (LeafFrame, Link) {
+        let (codec, frame) = match self.leaf {
+            LeafKind::Raw => (RAW, LeafFrame { head: Vec::new(), tail: Vec::new() }),
+            LeafKind::File => (dagpb::CODEC, leaf_frame(DataType::File, chunk.len())),
+            LeafKind::UnixfsRaw => (dagpb::CODEC, leaf_frame(DataType::Raw, chunk.len())),
+        };
+        let cid = self.cids.cid_of_parts(codec, &[&frame.head, chunk, &frame.tail]);
+        let tsize = (frame.head.len() + chunk.len() + frame.tail.len()) as u64;
+        (frame, Link { cid, tsize, filesize: chunk.len() as u64 })
+    }
+
     /// A leaf block holding `filesize` bytes of the file, with its link.
     fn link(filesize: u64, block: Block) -> (Block, Link) {
         let link = Link { cid: block.cid, tsize: block.data.len() as u64, filesize };
@@ -86,25 +100,42 @@ impl FileParams {
     }
 }
 
-/// Encodes `PBNode { Data: UnixFS { Type: kind, Data: chunk, filesize } }` in one pass and one allocation
-/// (the hot path of every non-raw-leaf import); equal to encoding the two messages in turn.
-fn encode_leaf_node(kind: DataType, chunk: &[u8]) -> Vec<u8> {
+/// The bytes of a dag-pb leaf before and after its chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafFrame {
+    pub head: Vec<u8>,
+    pub tail: Vec<u8>,
+}
+
+/// The frame of `PBNode { Data: UnixFS { Type: kind, Data: chunk, filesize } }` around a chunk of `len` bytes;
+/// equal to encoding the two messages in turn.
+fn leaf_frame(kind: DataType, len: usize) -> LeafFrame {
     use crate::varint::{encode, encoded_len};
-    let len = chunk.len() as u64;
-    let data_field = if chunk.is_empty() { 0 } else { 1 + encoded_len(len) + chunk.len() };
-    let inner = 2 + data_field + 1 + encoded_len(len);
-    let mut out = Vec::with_capacity(1 + encoded_len(inner as u64) + inner);
-    out.push(0x0a);
-    encode(inner as u64, &mut out);
-    out.push(0x08);
-    out.push(kind as u8);
-    if !chunk.is_empty() {
-        out.push(0x12);
-        encode(len, &mut out);
-        out.extend_from_slice(chunk);
+    let len64 = len as u64;
+    let data_field = if len == 0 { 0 } else { 1 + encoded_len(len64) + len };
+    let inner = 2 + data_field + 1 + encoded_len(len64);
+    let mut head = Vec::with_capacity(16);
+    head.push(0x0a);
+    encode(inner as u64, &mut head);
+    head.push(0x08);
+    head.push(kind as u8);
+    if len > 0 {
+        head.push(0x12);
+        encode(len64, &mut head);
     }
-    out.push(0x18);
-    encode(len, &mut out);
+    let mut tail = Vec::with_capacity(11);
+    tail.push(0x18);
+    encode(len64, &mut tail);
+    LeafFrame { head, tail }
+}
+
+/// Encodes a dag-pb leaf over `chunk` in one allocation (the hot path of every non-raw-leaf import).
+fn encode_leaf_node(kind: DataType, chunk: &[u8]) -> Vec<u8> {
+    let frame = leaf_frame(kind, chunk.len());
+    let mut out = Vec::with_capacity(frame.head.len() + chunk.len() + frame.tail.len());
+    out.extend_from_slice(&frame.head);
+    out.extend_from_slice(chunk);
+    out.extend_from_slice(&frame.tail);
     out
 }
 
@@ -296,6 +327,30 @@ mod tests {
                 data.data = Some(chunk.clone());
                 let node = PbNode { links: Vec::new(), data: Some(data.encode()) };
                 assert_eq!(encode_leaf_node(kind, &chunk), node.encode(), "{kind:?} {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_leaf_in_parts_is_the_same_block_as_a_leaf_joined() {
+        use crate::hash::HashFunction;
+        let v1 = |hash, inline_limit| CidParams { version: crate::CidVersion::V1, hash, inline_limit };
+        let cids = [
+            CidParams::V0,
+            v1(HashFunction::Sha2_256, None),
+            v1(HashFunction::Blake3, None),
+            v1(HashFunction::Sha2_256, Some(32)),
+        ];
+        for cids in cids {
+            for leaf in [LeafKind::Raw, LeafKind::File, LeafKind::UnixfsRaw] {
+                let params = FileParams { cids, leaf, layout: Layout::Balanced { max_links: 174 } };
+                for len in [0usize, 1, 20, 127, 128, 300, 262_144] {
+                    let chunk: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+                    let (block, link) = params.leaf_from_slice(&chunk);
+                    let (frame, parts_link) = params.leaf_parts(&chunk);
+                    assert_eq!(parts_link, link, "{cids:?} {leaf:?} {len}");
+                    assert_eq!([&frame.head[..], &chunk, &frame.tail].concat(), block.data, "{cids:?} {leaf:?} {len}");
+                }
             }
         }
     }

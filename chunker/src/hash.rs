@@ -69,6 +69,21 @@ impl HashFunction {
         code.digest(data)
     }
 
+    /// `digest` of the concatenation of `parts`; sha2-256 streams over them, the others join them first.
+    pub fn digest_parts(self, parts: &[&[u8]]) -> Multihash {
+        if self == Self::Sha2_256 {
+            use sha2::Digest;
+            let mut hasher = sha2::Sha256::new();
+            for part in parts {
+                hasher.update(part);
+            }
+            if let Ok(mh) = Multihash::wrap(SHA2_256, &hasher.finalize()) {
+                return mh;
+            }
+        }
+        self.digest(&parts.concat())
+    }
+
     /// The function behind a multihash code, if we can compute it.
     pub fn from_code(code: u64) -> Option<Self> {
         match code {

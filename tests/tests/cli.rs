@@ -260,11 +260,17 @@ fn corrupted_block_on_disk_is_reported() {
     let data = chacha20_bytes("corrupt-me", 200_000);
     fs::write(&f, &data).expect("write");
     let cid = repo.run_ok(&["add", "-Q", f.to_str().expect("utf-8")]).trim().to_string();
-    // Flip bytes inside the stored copy of the data wherever RocksDB put it (SST or blob file).
+    // Flip bytes inside the stored copy of the data wherever the store put it (a pack, or an SST or blob file).
     let mut flipped = 0;
     let probe = &data[1000..1032];
-    for entry in fs::read_dir(repo.path().join("datastore")).expect("datastore") {
+    let datastore = repo.path().join("datastore");
+    let files =
+        fs::read_dir(&datastore).expect("datastore").chain(fs::read_dir(datastore.join("packs")).expect("packs"));
+    for entry in files {
         let p = entry.expect("entry").path();
+        if p.is_dir() {
+            continue;
+        }
         let mut bytes = fs::read(&p).expect("read store file");
         if let Some(pos) = bytes.windows(probe.len()).position(|w| w == probe) {
             bytes[pos + 5] ^= 0x55;

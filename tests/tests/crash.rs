@@ -8,10 +8,17 @@ use std::time::{Duration, Instant};
 
 use btfs_tests::{TestRepo, write_chacha20_file};
 
+/// Bytes of the files under `p`, subdirectories (the block packs) included.
 fn dir_size(p: &Path) -> u64 {
-    fs::read_dir(p)
-        .map(|rd| rd.filter_map(Result::ok).filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
-        .unwrap_or(0)
+    let Ok(entries) = fs::read_dir(p) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 #[test]

@@ -457,9 +457,10 @@ impl Inner {
     /// Cuts a verified piece into leaves; stores the complete ones.
     fn absorb(&self, piece: u32, data: &[u8], pending: &mut Unsynced) -> Result<(), String> {
         let (ps, pe) = (u64::from(piece) * self.piece_length, u64::from(piece) * self.piece_length + data.len() as u64);
-        // Leaves are encoded and hashed as they are found: a whole one straight from the piece, a partial one
-        // from a copy of its buffer once it is complete.
-        let mut made: Vec<(usize, u64, Block, Link)> = Vec::new();
+        // Leaves are hashed and stored as they are found: a whole one straight from the piece (never copied
+        // out of it), a partial one from a copy of its buffer once it is complete.
+        let store = self.node.repo().store();
+        let mut made: Vec<(usize, u64, Link)> = Vec::new();
         let mut finished_partials = Vec::new();
         // The first file that ends after the piece starts.
         let first = self.spans.partition_point(|s| s.start + s.length <= ps);
@@ -476,8 +477,9 @@ impl Inner {
                 let (s, e) = (ls.max(x), le.min(y));
                 let bytes = &data[(span.start + s - ps) as usize..(span.start + e - ps) as usize];
                 if (s, e) == (ls, le) {
-                    let (block, link) = self.params.file.leaf_from_slice(bytes);
-                    made.push((f, k, block, link));
+                    let (frame, link) = self.params.file.leaf_parts(bytes);
+                    store.put_parts(&link.cid, &[&frame.head, bytes, &frame.tail]).map_err(|e| describe(&e))?;
+                    made.push((f, k, link));
                     continue;
                 }
                 // A partial leaf that this piece completes is copied out and hashed once the lock is released
@@ -508,15 +510,14 @@ impl Inner {
                 };
                 if let Some(leaf) = completed {
                     let (block, link) = self.params.file.leaf(leaf);
-                    made.push((f, k, block, link));
+                    store.put_many([&block]).map_err(|e| describe(&e))?;
+                    made.push((f, k, link));
                     finished_partials.push((f, k));
                 }
             }
         }
-        let store = self.node.repo().store();
-        store.put_many(made.iter().map(|(_, _, b, _)| b)).map_err(|e| describe(&e))?;
         let mut state = self.lock();
-        for (f, k, _, link) in &made {
+        for (f, k, link) in &made {
             if state.leaves[*f][*k as usize].replace(*link).is_none() {
                 state.held[*f] += 1;
             }

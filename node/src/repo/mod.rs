@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod identity;
+mod packs;
 pub mod pins;
 pub mod store;
 

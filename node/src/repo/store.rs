@@ -1,21 +1,26 @@
 //! The block store: RocksDB, one column family per kind of record, blocks keyed by multihash.
 //!
-//! Column families: `blocks` (multihash bytes → block bytes; large values live in RocksDB blob files so
-//! compaction never rewrites them), `pins` (binary CID → pin kind), `meta` (small records such as the repo
-//! version).
+//! Column families: `blocks` (multihash bytes → bytes of blocks under `PACK_MIN`, and of large blocks stored
+//! before packs existed, which live in RocksDB blob files), `packed` (multihash → where a block of `PACK_MIN`
+//! bytes or more is in the pack files of `packs/`, see `packs`), `pins` (binary CID → pin kind), `meta` (small
+//! records such as the repo version).
 //!
 //! Crash consistency, by construction (see docs/architecture.md):
 //! - Block writes are content-addressed and idempotent, so they skip the write-ahead log: a crash loses at most
-//!   the blocks still in the memtable, never corrupts one. Before anything that depends on blocks is recorded
-//!   (a pin), `sync_blocks` flushes the `blocks` memtable to synced files.
+//!   the blocks written since the last sync, never corrupts one. Before anything that depends on blocks is
+//!   recorded (a pin), `sync_blocks` syncs the packs, records where their new blocks are, and flushes the
+//!   `blocks` memtable to synced files.
 //! - Pins and metadata go through the WAL, synced, in one `WriteBatch` per change.
 //! - RocksDB's block and blob checksums stay on, so on-disk corruption is caught on every read; `verify`
 //!   rehashes every block against its key.
 //!
 //! This is synchronous on purpose: callers on an async runtime use `spawn_blocking` or a dedicated thread.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
+
+use super::packs::{self, Location, PACK_MIN, Packs};
 
 use btfs_chunker::hash::{self, IDENTITY, Multihash};
 use btfs_chunker::{Block, Cid};
@@ -25,6 +30,7 @@ use rocksdb::{
 };
 
 const CF_BLOCKS: &str = "blocks";
+const CF_PACKED: &str = "packed";
 const CF_PINS: &str = "pins";
 const CF_META: &str = "meta";
 const CF_DHT: &str = "dht";
@@ -38,8 +44,10 @@ const BATCH_HEADER: usize = 12;
 const BATCH_ENTRY_MAX: usize = 1 + 3 * 5;
 /// Write buffer per memtable for blocks; two or three of these bound the store's write memory.
 const BLOCK_WRITE_BUFFER: usize = 32 * 1024 * 1024;
-/// Values from this size up go to blob files (all chunk-sized blocks; small directory nodes stay inline).
+/// Values from this size up go to blob files (blocks under `PACK_MIN` that are not small directory nodes).
 const MIN_BLOB_SIZE: u64 = 4096;
+/// Bytes appended to packs after which a write syncs them itself (see `BlockStore::put_packed`).
+const MAX_UNSYNCED: u64 = 256 * 1024 * 1024;
 
 /// Errors from the block store, carrying the key they failed on where there is one.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +66,12 @@ pub enum StoreError {
     BadKey { key: String },
     #[error("block {cid} is not in the local store and could not be fetched: {reason}")]
     Fetch { cid: Cid, reason: String },
+    #[error("block pack file {path} failed")]
+    Pack { path: String, source: std::io::Error },
+    #[error("block {cid} is damaged on disk: its bytes no longer match their checksum")]
+    Corrupt { cid: Cid },
+    #[error("the stored location of block {key} is not one this version wrote")]
+    BadLocation { key: String },
 }
 
 /// A raw key and value.
@@ -120,6 +134,7 @@ fn takes_direct_io(dir: &Path, create: bool) -> bool {
 /// The RocksDB-backed store of blocks, pins and metadata.
 pub struct BlockStore {
     db: DB,
+    packs: Packs,
     fetcher: OnceLock<Arc<dyn BlockFetcher>>,
     /// Bumped after every deletion of blocks, so caches of block bytes know to drop what they hold.
     deletions: std::sync::atomic::AtomicU64,
@@ -128,6 +143,15 @@ pub struct BlockStore {
 impl std::fmt::Debug for BlockStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BlockStore").field("path", &self.db.path()).finish()
+    }
+}
+
+impl Drop for BlockStore {
+    /// Records the packed blocks written since the last sync, as RocksDB flushes its memtables on close.
+    fn drop(&mut self) {
+        if let Err(e) = self.sync_packs() {
+            tracing::error!(error = %e, "the blocks written last could not be made durable");
+        }
     }
 }
 
@@ -146,9 +170,10 @@ impl BlockStore {
         // Write flushed files back to disk as they grow instead of all at the final fsync, so disk writes
         // overlap with hashing during a large add.
         db_opts.set_bytes_per_sync(4 * 1024 * 1024);
-        if direct_writes {
+        let direct = direct_writes && takes_direct_io(dir, create);
+        if direct {
             // Flushes and compactions write every block file; WAL and manifest writes stay buffered.
-            db_opts.set_use_direct_io_for_flush_and_compaction(takes_direct_io(dir, create));
+            db_opts.set_use_direct_io_for_flush_and_compaction(true);
         }
         // One writer at a time writes batches here: spinning for a write group only burns the second core,
         // which the hashing workers need.
@@ -179,6 +204,7 @@ impl BlockStore {
 
         let cfs = vec![
             ColumnFamilyDescriptor::new(CF_BLOCKS, blocks),
+            ColumnFamilyDescriptor::new(CF_PACKED, small.clone()),
             ColumnFamilyDescriptor::new(CF_PINS, small.clone()),
             ColumnFamilyDescriptor::new(CF_META, small.clone()),
             ColumnFamilyDescriptor::new(CF_DHT, small.clone()),
@@ -188,7 +214,10 @@ impl BlockStore {
         ];
         let db = DB::open_cf_descriptors(&db_opts, dir, cfs)
             .map_err(|source| StoreError::Open { path: dir.display().to_string(), source })?;
-        Ok(Self { db, fetcher: OnceLock::new(), deletions: std::sync::atomic::AtomicU64::new(0) })
+        let packs_dir = dir.join("packs");
+        let packs = Packs::open(&packs_dir, true, direct)
+            .map_err(|source| StoreError::Pack { path: packs_dir.display().to_string(), source })?;
+        Ok(Self { db, packs, fetcher: OnceLock::new(), deletions: std::sync::atomic::AtomicU64::new(0) })
     }
 
     /// Makes reads of missing blocks go to `fetcher` (set once, when the daemon's network starts).
@@ -219,20 +248,69 @@ impl BlockStore {
 
     /// Reads the block named by `cid` from this store only.
     pub fn get_local(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
-        self.with_local(cid, <[u8]>::to_vec)
+        if cid.hash().code() == IDENTITY {
+            return Ok(Some(cid.hash().digest().to_vec()));
+        }
+        let key = cid.hash().to_bytes();
+        if let Some(location) = self.location(cid, &key)? {
+            return self.read_packed(cid, &key, location);
+        }
+        let cf = self.cf(CF_BLOCKS)?;
+        self.db.get_cf(cf, &key).map_err(|source| StoreError::Read { cid: *cid, source })
     }
 
-    /// Hands `read` the bytes of the block named by `cid` where RocksDB holds them, without copying them
-    /// into a buffer of our own (this store only; `None` when it does not hold the block).
+    /// Hands `read` the bytes of the block named by `cid` (this store only; `None` when it does not hold the
+    /// block). Blocks in RocksDB are not copied into a buffer of our own.
     pub fn with_local<R>(&self, cid: &Cid, read: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, StoreError> {
         if cid.hash().code() == IDENTITY {
             return Ok(Some(read(cid.hash().digest())));
         }
+        let key = cid.hash().to_bytes();
+        if let Some(location) = self.location(cid, &key)? {
+            return Ok(self.read_packed(cid, &key, location)?.map(|data| read(&data)));
+        }
         let found = self
             .db
-            .get_pinned_cf(self.cf(CF_BLOCKS)?, cid.hash().to_bytes())
+            .get_pinned_cf(self.cf(CF_BLOCKS)?, &key)
             .map_err(|source| StoreError::Read { cid: *cid, source })?;
         Ok(found.map(|data| read(&data)))
+    }
+
+    /// Where a packed block is, and whether it was written since the last sync (and may still be staged).
+    fn location(&self, cid: &Cid, key: &[u8]) -> Result<Option<(Location, bool)>, StoreError> {
+        if let Some(location) = self.packs.pending(key) {
+            return Ok(Some((location, true)));
+        }
+        let cf = self.cf(CF_PACKED)?;
+        match self.db.get_pinned_cf(cf, key).map_err(|source| StoreError::Read { cid: *cid, source })? {
+            None => Ok(None),
+            Some(value) => Location::decode(&value)
+                .map(|location| Some((location, false)))
+                .ok_or_else(|| StoreError::BadLocation { key: hex(key) }),
+        }
+    }
+
+    /// Reads a packed block. A pack that vanished under the read (compaction moved the block on) sends it
+    /// back to the index once.
+    fn read_packed(&self, cid: &Cid, key: &[u8], found: (Location, bool)) -> Result<Option<Vec<u8>>, StoreError> {
+        let (mut location, mut fresh) = found;
+        for attempt in 0..2 {
+            match self.packs.read(&location, fresh) {
+                Ok(data) => return Ok(Some(data)),
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Err(StoreError::Corrupt { cid: *cid }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt == 0 => match self.location(cid, key)? {
+                    Some(moved) if moved.0 != location => (location, fresh) = moved,
+                    Some(_) => return Err(self.pack_error(location.pack, e)),
+                    None => return Ok(None),
+                },
+                Err(e) => return Err(self.pack_error(location.pack, e)),
+            }
+        }
+        Ok(None)
+    }
+
+    fn pack_error(&self, pack: u32, source: std::io::Error) -> StoreError {
+        StoreError::Pack { path: self.packs.path(pack).display().to_string(), source }
     }
 
     /// Whether the block named by `cid` is stored.
@@ -240,8 +318,11 @@ impl BlockStore {
         if cid.hash().code() == IDENTITY {
             return Ok(true);
         }
-        let cf = self.cf(CF_BLOCKS)?;
         let key = cid.hash().to_bytes();
+        if self.location(cid, &key)?.is_some() {
+            return Ok(true);
+        }
+        let cf = self.cf(CF_BLOCKS)?;
         if !self.db.key_may_exist_cf(cf, &key) {
             return Ok(false);
         }
@@ -254,20 +335,58 @@ impl BlockStore {
         self.put_slices(blocks.into_iter().map(|b| (&b.cid, &b.data[..])))
     }
 
-    /// `put_many` for blocks held as (CID, bytes) pairs in some other container.
+    /// `put_many` for blocks held as (CID, bytes) pairs in some other container. Blocks of `PACK_MIN` bytes
+    /// and up go to the packs, the others to RocksDB in one batch.
     pub fn put_slices<'a>(&self, blocks: impl IntoIterator<Item = (&'a Cid, &'a [u8])>) -> Result<(), StoreError> {
+        let mut small = Vec::new();
+        for (cid, data) in blocks {
+            if cid.hash().code() == IDENTITY {
+                continue;
+            }
+            if data.len() >= PACK_MIN {
+                self.put_packed(cid, &[data])?;
+            } else {
+                small.push((cid.hash().to_bytes(), data));
+            }
+        }
+        self.put_small(&small)
+    }
+
+    /// Stores one block given as consecutive parts (say a leaf's header, its bytes borrowed from a larger
+    /// buffer, and its trailer), without first joining them when it goes to a pack.
+    pub fn put_parts(&self, cid: &Cid, parts: &[&[u8]]) -> Result<(), StoreError> {
+        if cid.hash().code() == IDENTITY {
+            return Ok(());
+        }
+        if parts.iter().map(|p| p.len()).sum::<usize>() >= PACK_MIN {
+            return self.put_packed(cid, parts);
+        }
+        let data = parts.concat();
+        self.put_small(&[(cid.hash().to_bytes(), &data[..])])
+    }
+
+    /// Appends a block to the packs unless it is already stored (storing a file twice takes no more space).
+    /// Past `MAX_UNSYNCED` bytes appended, syncs them, which bounds what a crash loses and what waits in memory.
+    fn put_packed(&self, cid: &Cid, parts: &[&[u8]]) -> Result<(), StoreError> {
+        if self.has(cid)? {
+            return Ok(());
+        }
+        let waiting =
+            self.packs.append(&cid.hash().to_bytes(), parts).map_err(|e| self.pack_error(self.packs.current(), e))?;
+        if waiting >= MAX_UNSYNCED { self.sync_packs() } else { Ok(()) }
+    }
+
+    fn put_small(&self, blocks: &[(Vec<u8>, &[u8])]) -> Result<(), StoreError> {
+        if blocks.is_empty() {
+            return Ok(());
+        }
         let cf = self.cf(CF_BLOCKS)?;
-        let blocks: Vec<(Vec<u8>, &[u8])> = blocks
-            .into_iter()
-            .filter(|(cid, _)| cid.hash().code() != IDENTITY)
-            .map(|(cid, data)| (cid.hash().to_bytes(), data))
-            .collect();
         // Sized up front: a batch left to grow copies its bytes again at every doubling, each time into
         // freshly mapped memory.
         let size =
             BATCH_HEADER + blocks.iter().map(|(key, data)| BATCH_ENTRY_MAX + key.len() + data.len()).sum::<usize>();
         let mut batch = WriteBatch::with_capacity_bytes(size);
-        for (key, data) in &blocks {
+        for (key, data) in blocks {
             batch.put_cf(cf, key, data);
         }
         let mut opts = WriteOptions::default();
@@ -275,19 +394,46 @@ impl BlockStore {
         self.db.write_opt(batch, &opts).map_err(StoreError::Write)
     }
 
-    /// Makes every block written so far durable (flushes the blocks memtable to synced files).
+    /// Makes every block written so far durable: syncs the packs and records where their new blocks are,
+    /// then flushes the blocks memtable to synced files.
     pub fn sync_blocks(&self) -> Result<(), StoreError> {
+        self.sync_packs()?;
         self.db.flush_cf(self.cf(CF_BLOCKS)?).map_err(StoreError::Write)
+    }
+
+    fn sync_packs(&self) -> Result<(), StoreError> {
+        let index = self.packs.lock_index();
+        self.sync_packs_locked(&index)
+    }
+
+    fn sync_packs_locked(&self, index: &std::sync::MutexGuard<'_, ()>) -> Result<(), StoreError> {
+        let cf = self.cf(CF_PACKED)?;
+        let recorded = self.packs.sync_locked(index, |entries| {
+            let mut batch = WriteBatch::default();
+            for (key, location) in entries {
+                batch.put_cf(cf, key, location.encode());
+            }
+            self.write_synced(batch)
+        });
+        recorded.map_err(|e| match e {
+            packs::SyncError::Durable { path, source } => StoreError::Pack { path: path.display().to_string(), source },
+            packs::SyncError::Record(e) => e,
+        })
     }
 
     /// Deletes blocks by multihash, durably.
     pub fn delete_many<'a>(&self, keys: impl IntoIterator<Item = &'a Multihash>) -> Result<(), StoreError> {
-        let cf = self.cf(CF_BLOCKS)?;
+        let (cf, packed) = (self.cf(CF_BLOCKS)?, self.cf(CF_PACKED)?);
+        let index = self.packs.lock_index();
         let mut batch = WriteBatch::default();
         for key in keys {
-            batch.delete_cf(cf, key.to_bytes());
+            let key = key.to_bytes();
+            self.packs.forget(&key);
+            batch.delete_cf(cf, &key);
+            batch.delete_cf(packed, &key);
         }
         let result = self.write_synced(batch);
+        drop(index);
         self.deletions.fetch_add(1, std::sync::atomic::Ordering::Release);
         result
     }
@@ -297,13 +443,25 @@ impl BlockStore {
         self.deletions.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Visits every stored block as (multihash, bytes); stops at the first error the visitor returns.
+    /// Visits every stored block as (multihash, bytes); stops at the first error the visitor returns. Packed
+    /// blocks are handed over unchecked, so that `verify` can name each damaged one.
     pub fn for_each_block<E: From<StoreError>>(
         &self,
         mut visit: impl FnMut(Multihash, &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let cf = self.cf(CF_BLOCKS)?;
-        let mut it = self.db.raw_iterator_cf(cf);
+        self.for_each_small(&mut visit)?;
+        self.for_each_location::<E>(|mh, location| {
+            let data = self.packs.read_unchecked(&location).map_err(|e| self.pack_error(location.pack, e))?;
+            visit(mh, &data)
+        })
+    }
+
+    /// Visits every block kept in RocksDB itself.
+    fn for_each_small<E: From<StoreError>>(
+        &self,
+        mut visit: impl FnMut(Multihash, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_BLOCKS)?);
         it.seek_to_first();
         while it.valid() {
             let (Some(key), Some(value)) = (it.key(), it.value()) else { break };
@@ -315,10 +473,41 @@ impl BlockStore {
         Ok(())
     }
 
+    /// Visits every packed block's location, after recording those written since the last sync.
+    fn for_each_location<E: From<StoreError>>(
+        &self,
+        visit: impl FnMut(Multihash, Location) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.sync_packs()?;
+        self.scan_locations(visit)
+    }
+
+    /// `for_each_location` without the sync (for a caller that holds the index lock and synced).
+    fn scan_locations<E: From<StoreError>>(
+        &self,
+        mut visit: impl FnMut(Multihash, Location) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_PACKED)?);
+        it.seek_to_first();
+        while it.valid() {
+            let (Some(key), Some(value)) = (it.key(), it.value()) else { break };
+            let mh = Multihash::from_bytes(key).map_err(|_| StoreError::BadKey { key: hex(key) })?;
+            let location = Location::decode(value).ok_or_else(|| StoreError::BadLocation { key: hex(key) })?;
+            visit(mh, location)?;
+            it.next();
+        }
+        it.status().map_err(StoreError::Scan)?;
+        Ok(())
+    }
+
     /// All stored multihashes.
     pub fn keys(&self) -> Result<Vec<Multihash>, StoreError> {
         let mut out = Vec::new();
-        self.for_each_block::<StoreError>(|mh, _| {
+        self.for_each_small::<StoreError>(|mh, _| {
+            out.push(mh);
+            Ok(())
+        })?;
+        self.for_each_location::<StoreError>(|mh, _| {
             out.push(mh);
             Ok(())
         })?;
@@ -328,25 +517,32 @@ impl BlockStore {
     /// Number of blocks and their total size.
     pub fn stat(&self) -> Result<(u64, u64), StoreError> {
         let (mut n, mut size) = (0u64, 0u64);
-        self.for_each_block::<StoreError>(|_, data| {
+        self.for_each_small::<StoreError>(|_, data| {
             n += 1;
             size += data.len() as u64;
+            Ok(())
+        })?;
+        self.for_each_location::<StoreError>(|_, location| {
+            n += 1;
+            size += u64::from(location.len);
             Ok(())
         })?;
         Ok((n, size))
     }
 
-    /// Bytes the store occupies on disk (SST plus blob files), as RocksDB reports it.
+    /// Bytes the store occupies on disk: RocksDB's SST and blob files, as it reports them, and the packs.
     pub fn disk_usage(&self) -> u64 {
         let prop = |name: &str| {
             self.cf(CF_BLOCKS).ok().and_then(|cf| self.db.property_int_value_cf(cf, name).ok().flatten()).unwrap_or(0)
         };
-        prop("rocksdb.total-sst-files-size") + prop("rocksdb.total-blob-file-size")
+        prop("rocksdb.total-sst-files-size") + prop("rocksdb.total-blob-file-size") + self.packs.size()
     }
 
-    /// Reclaims space after deletions: compacts every key with blob garbage collection on for all blob
-    /// files, so the live blobs of files holding deleted ones are moved and those files removed.
+    /// Reclaims space after deletions: rewrites the packs that are mostly garbage and removes those that are
+    /// all garbage (`compact_packs`), then compacts every key in RocksDB with blob garbage collection on for all
+    /// blob files, so the live blobs of files holding deleted ones are moved and those files removed.
     pub fn compact(&self) -> Result<(), StoreError> {
+        self.compact_packs()?;
         let cf = self.cf(CF_BLOCKS)?;
         let gc = |on: &str| {
             self.db.set_options_cf(
@@ -495,6 +691,53 @@ impl BlockStore {
         }
         it.status().map_err(StoreError::Scan)?;
         Ok(out)
+    }
+
+    /// Moves the live blocks of packs with a quarter or more of garbage to a new pack, records their new
+    /// places, then deletes those packs and the ones nothing points at. Deletions and syncs wait meanwhile;
+    /// reads and writes go on (a read that finds its pack gone looks the block up again). A pack with a block
+    /// that fails its checksum is left as it is.
+    fn compact_packs(&self) -> Result<(), StoreError> {
+        let index = self.packs.lock_index();
+        // The pack being written is closed first, so that it can be compacted too.
+        self.packs.close_current().map_err(|e| self.pack_error(self.packs.current(), e))?;
+        self.sync_packs_locked(&index)?;
+        let current = self.packs.current();
+        let mut live: HashMap<u32, u64> = HashMap::new();
+        self.scan_locations::<StoreError>(|_, location| {
+            *live.entry(location.pack).or_default() += u64::from(location.len);
+            Ok(())
+        })?;
+        let dir_error = |source| StoreError::Pack { path: self.packs.dir().display().to_string(), source };
+        let on_disk = self.packs.list().map_err(dir_error)?;
+        let (empty, rewrite) = packs::plan(&live, &on_disk, current);
+        let mut moving: HashMap<u32, Vec<(Multihash, Location)>> = rewrite.iter().map(|id| (*id, Vec::new())).collect();
+        self.scan_locations::<StoreError>(|mh, location| {
+            if let Some(blocks) = moving.get_mut(&location.pack) {
+                blocks.push((mh, location));
+            }
+            Ok(())
+        })?;
+        let mut emptied = empty;
+        for (id, blocks) in moving {
+            let mut intact = true;
+            for (mh, location) in blocks {
+                let data = match self.packs.read(&location, false) {
+                    Ok(data) => data,
+                    Err(e) => {
+                        tracing::warn!(pack = %self.packs.path(id).display(), error = %e, "a block of this pack cannot be read; the pack is kept");
+                        intact = false;
+                        break;
+                    }
+                };
+                self.packs.append(&mh.to_bytes(), &[&data]).map_err(|e| self.pack_error(self.packs.current(), e))?;
+            }
+            self.sync_packs_locked(&index)?;
+            if intact {
+                emptied.push(id);
+            }
+        }
+        self.packs.remove(&emptied).map_err(dir_error)
     }
 
     fn write_synced(&self, batch: WriteBatch) -> Result<(), StoreError> {
