@@ -87,8 +87,8 @@ struct Unrecorded {
     new_files: bool,
 }
 
-/// Why a sync failed: the packs could not be made durable (their unsynced blocks are dropped), or recording
-/// the locations failed (they stay pending for the next sync).
+/// Why a sync failed: the packs could not be made durable (their unsynced blocks are lost, and every later
+/// sync and append fails too), or recording the locations failed (they stay pending for the next sync).
 #[derive(Debug)]
 pub(crate) enum SyncError<E> {
     Durable { path: PathBuf, source: io::Error },
@@ -100,26 +100,62 @@ pub(crate) struct Packs {
     dir: PathBuf,
     direct: bool,
     writer: Mutex<Writer>,
+    /// Blocks written since the last sync. A lock of its own, so that lookups never wait behind a write.
+    pending: Mutex<Pending>,
     shared: Arc<Shared>,
     open: Mutex<HashMap<u32, Arc<File>>>,
     /// Held by a sync from its snapshot of `pending` until the locations are recorded, and by whoever changes
     /// the index otherwise (deletions, compaction), so that a sync never records a block deleted meanwhile.
+    /// Locks are taken in the order index, writer, pending, then the writing thread's `written`.
     index: Mutex<()>,
+}
+
+#[derive(Default)]
+struct Pending {
+    locations: HashMap<Vec<u8>, Location>,
+    bytes: u64,
+    /// Set when a sync failed and blocks were lost: every later sync and append fails with it, as RocksDB
+    /// stops on a background error, since callers that stored the lost blocks may not have seen the error.
+    lost: Option<(io::ErrorKind, String)>,
+}
+
+impl Pending {
+    fn insert(&mut self, key: &[u8], location: Location) {
+        self.bytes += u64::from(location.len);
+        if let Some(old) = self.locations.insert(key.to_vec(), location) {
+            self.bytes -= u64::from(old.len);
+        }
+    }
+
+    fn remove_if(&mut self, key: &[u8], location: Option<&Location>) {
+        if let Some(old) = self.locations.get(key).copied()
+            && location.is_none_or(|l| *l == old)
+        {
+            self.locations.remove(key);
+            self.bytes -= u64::from(old.len);
+        }
+    }
+
+    fn check(&self) -> io::Result<()> {
+        match &self.lost {
+            None => Ok(()),
+            Some((kind, message)) => Err(io::Error::new(
+                *kind,
+                format!("blocks were lost when syncing the packs failed earlier ({message}); reopen the repo"),
+            )),
+        }
+    }
 }
 
 struct Writer {
     next_id: u32,
     current: Option<(u32, Arc<File>)>,
-    /// Bytes in the current pack, staged ones included.
-    len: u64,
     /// After a failed write the current pack's length is unknown: the next block starts a new pack.
     broken: bool,
     /// Packs closed since the last sync, whose bytes may not be on disk yet.
     closed: Vec<(u32, Arc<File>)>,
     /// A pack was created since the directory was last synced.
     new_files: bool,
-    pending: HashMap<Vec<u8>, Location>,
-    pending_bytes: u64,
     /// The stage being filled, where in the current pack it starts (aligned), and the bytes in it.
     stage: Option<Stage>,
     stage_offset: u64,
@@ -128,8 +164,15 @@ struct Writer {
     stages: usize,
     /// The number of the last stage handed to the writing thread.
     seq: u64,
-    /// The writing thread, started with the first stage.
+    /// The writing thread.
     jobs: Option<(SyncSender<Job>, std::thread::JoinHandle<()>)>,
+}
+
+impl Writer {
+    /// Bytes in the current pack, staged ones included: where the next block goes.
+    fn len(&self) -> u64 {
+        self.stage_offset + self.stage_len as u64
+    }
 }
 
 /// `STAGE` bytes aligned to `ALIGN`, inside a slightly larger vector.
@@ -175,6 +218,8 @@ struct Written {
     failed: HashMap<u32, io::Error>,
     /// Stages back from the disk, to be filled again (reused buffers: fresh pages are slow on a VM).
     free: Vec<Stage>,
+    /// The writing thread has ended (only a panic ends it while the packs are open).
+    stopped: bool,
 }
 
 #[derive(Default)]
@@ -199,8 +244,21 @@ fn pack_id(name: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+fn stopped_error() -> io::Error {
+    io::Error::other("the pack writing thread stopped")
+}
+
 /// The writing thread: writes stages in the order they come, then hands them back.
 fn write_stages(jobs: Receiver<Job>, shared: Arc<Shared>) {
+    /// Marks the thread stopped however it ends, so that nobody waits for it forever.
+    struct Stopped(Arc<Shared>);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            lock(&self.0.written).stopped = true;
+            self.0.changed.notify_all();
+        }
+    }
+    let _stopped = Stopped(Arc::clone(&shared));
     while let Ok(job) = jobs.recv() {
         let result = job.file.write_all_at(&job.stage.bytes()[..job.len], job.offset);
         let mut written = lock(&shared.written);
@@ -228,27 +286,30 @@ impl Packs {
                 }
             }
         }
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = sync_channel(STAGES);
+        let thread_shared = Arc::clone(&shared);
+        let thread =
+            std::thread::Builder::new().name("pack-writer".into()).spawn(move || write_stages(rx, thread_shared))?;
         let writer = Writer {
             next_id,
             current: None,
-            len: 0,
             broken: false,
             closed: Vec::new(),
             new_files: false,
-            pending: HashMap::new(),
-            pending_bytes: 0,
             stage: None,
             stage_offset: 0,
             stage_len: 0,
             stages: 0,
             seq: 0,
-            jobs: None,
+            jobs: Some((tx, thread)),
         };
         Ok(Self {
             dir: dir.to_path_buf(),
             direct,
             writer: Mutex::new(writer),
-            shared: Arc::new(Shared::default()),
+            pending: Mutex::new(Pending::default()),
+            shared,
             open: Mutex::new(HashMap::new()),
             index: Mutex::new(()),
         })
@@ -275,7 +336,8 @@ impl Packs {
 
         let mut guard = lock(&self.writer);
         let w = &mut *guard;
-        if w.current.is_none() || w.broken || (w.len > 0 && w.len + total > PACK_SIZE) {
+        lock(&self.pending).check()?;
+        if w.current.is_none() || w.broken || (w.len() > 0 && w.len() + total > PACK_SIZE) {
             self.start_pack(w)?;
         }
         let pack = w.current.as_ref().map_or(0, |(id, _)| *id);
@@ -283,13 +345,13 @@ impl Packs {
             w.broken = true;
             return Err(e);
         }
-        let location = Location { pack, offset: w.len, len, crc };
+        let location = Location { pack, offset: w.len(), len, crc };
         for part in parts {
             let mut rest = *part;
             while !rest.is_empty() {
                 let stage = match w.stage.take() {
                     Some(stage) => stage,
-                    None => self.free_stage(w),
+                    None => self.free_stage(w)?,
                 };
                 let stage = w.stage.insert(stage);
                 let n = rest.len().min(STAGE - w.stage_len);
@@ -297,25 +359,25 @@ impl Packs {
                 w.stage_len += n;
                 rest = &rest[n..];
                 if w.stage_len == STAGE {
-                    self.submit(w)?;
+                    self.submit(w, false)?;
                 }
             }
         }
-        w.len += total;
-        w.pending_bytes += total;
-        if let Some(old) = w.pending.insert(key.to_vec(), location) {
-            w.pending_bytes -= u64::from(old.len);
-        }
-        Ok(w.pending_bytes)
+        let mut pending = lock(&self.pending);
+        pending.insert(key, location);
+        Ok(pending.bytes)
     }
 
     /// Closes the current pack (its staged bytes on their way to disk): the next block starts a new one.
-    pub(crate) fn close_current(&self) -> io::Result<()> {
-        self.close(&mut lock(&self.writer))
+    /// Returns the number the next pack will get; packs below it are closed.
+    pub(crate) fn close_current(&self) -> io::Result<u32> {
+        let mut w = lock(&self.writer);
+        self.close(&mut w)?;
+        Ok(w.next_id)
     }
 
     fn close(&self, w: &mut Writer) -> io::Result<()> {
-        self.submit(w)?;
+        self.submit(w, false)?;
         if let Some(done) = w.current.take() {
             w.closed.push(done);
         }
@@ -338,7 +400,6 @@ impl Packs {
             match options.open(self.path(id)) {
                 Ok(file) => {
                     w.current = Some((id, Arc::new(file)));
-                    w.len = 0;
                     w.broken = false;
                     w.new_files = true;
                     return Ok(());
@@ -350,58 +411,68 @@ impl Packs {
     }
 
     /// A stage to fill: one back from the disk, a new one while there are fewer than `STAGES`, or else the
-    /// first to come back (the writing thread never waits on the writer, so this cannot deadlock).
-    fn free_stage(&self, w: &mut Writer) -> Stage {
+    /// first to come back (the writing thread never takes the writer's lock, so this cannot deadlock).
+    fn free_stage(&self, w: &mut Writer) -> io::Result<Stage> {
         let mut written = lock(&self.shared.written);
         loop {
             if let Some(stage) = written.free.pop() {
-                return stage;
+                return Ok(stage);
             }
-            if w.stages < STAGES || w.jobs.is_none() {
+            if w.stages < STAGES {
                 w.stages += 1;
-                return Stage::new();
+                return Ok(Stage::new());
+            }
+            if written.stopped {
+                return Err(stopped_error());
             }
             written = self.shared.changed.wait(written).unwrap_or_else(PoisonError::into_inner);
         }
     }
 
-    /// Hands the stage being filled to the writing thread, padded to `ALIGN`. A partial last page is copied to
-    /// the start of the next stage, whose write rewrites it with what follows.
-    fn submit(&self, w: &mut Writer) -> io::Result<()> {
-        let (Some(mut stage), Some((pack, file))) = (w.stage.take(), w.current.clone()) else {
+    /// Hands the stage being filled to the writing thread, padded with zeros to `ALIGN`.
+    ///
+    /// A partial last page is copied to the start of the next stage, whose write rewrites it with what
+    /// follows. Unless `seal`: a sync, after which the page may hold the tail of a recorded block, which must
+    /// never be written again (a torn or failed rewrite would lose it). The next block then starts at the
+    /// next page, leaving less than `ALIGN` bytes unused.
+    fn submit(&self, w: &mut Writer, seal: bool) -> io::Result<()> {
+        let Some((pack, file)) = w.current.clone() else {
             return Ok(());
         };
         let len = w.stage_len;
         if len == 0 {
-            w.stage = Some(stage);
             return Ok(());
         }
+        let Some(mut stage) = w.stage.take() else {
+            return Ok(());
+        };
         let padded = len.next_multiple_of(ALIGN);
-        let whole = len - len % ALIGN;
         stage.bytes_mut()[len..padded].fill(0);
+        let whole = if seal { padded } else { len - len % ALIGN };
         let next = if whole < len {
-            let mut next = self.free_stage(w);
-            next.bytes_mut()[..len - whole].copy_from_slice(&stage.bytes()[whole..len]);
-            Some(next)
+            match self.free_stage(w) {
+                Ok(mut next) => {
+                    next.bytes_mut()[..len - whole].copy_from_slice(&stage.bytes()[whole..len]);
+                    Some(next)
+                }
+                Err(e) => {
+                    w.broken = true;
+                    return Err(e);
+                }
+            }
         } else {
             None
         };
-        w.seq += 1;
-        let job = Job { pack, file, offset: w.stage_offset, stage, len: padded, seq: w.seq };
-        if w.jobs.is_none() {
-            let (tx, rx) = sync_channel(STAGES);
-            let shared = Arc::clone(&self.shared);
-            let thread =
-                std::thread::Builder::new().name("pack-writer".into()).spawn(move || write_stages(rx, shared))?;
-            w.jobs = Some((tx, thread));
-        }
+        let job = Job { pack, file, offset: w.stage_offset, stage, len: padded, seq: w.seq + 1 };
         let sent = w.jobs.as_ref().map(|(tx, _)| tx.send(job));
         if !matches!(sent, Some(Ok(()))) {
             w.broken = true;
-            return Err(io::Error::other("the pack writing thread stopped"));
+            lock(&self.shared.written).failed.entry(pack).or_insert_with(stopped_error);
+            return Err(stopped_error());
         }
+        w.seq += 1;
         w.stage_offset += whole as u64;
-        w.stage_len = len - whole;
+        w.stage_len = len.saturating_sub(whole);
         w.stage = next;
         Ok(())
     }
@@ -415,35 +486,35 @@ impl Packs {
     fn settle(&self) -> io::Result<()> {
         let seq = {
             let mut w = lock(&self.writer);
-            self.submit(&mut w)?;
+            self.submit(&mut w, false)?;
             w.seq
         };
-        self.wait_written(seq);
-        Ok(())
+        self.wait_written(seq)
     }
 
     /// Waits until every stage up to `seq` is written (or has failed).
-    fn wait_written(&self, seq: u64) {
+    fn wait_written(&self, seq: u64) -> io::Result<()> {
         let mut written = lock(&self.shared.written);
         while written.done < seq {
+            if written.stopped {
+                return Err(stopped_error());
+            }
             written = self.shared.changed.wait(written).unwrap_or_else(PoisonError::into_inner);
         }
+        Ok(())
     }
 
     /// Where a block written since the last sync is.
     pub(crate) fn pending(&self, key: &[u8]) -> Option<Location> {
-        lock(&self.writer).pending.get(key).copied()
+        lock(&self.pending).locations.get(key).copied()
     }
 
     /// Forgets a block written since the last sync (it is being deleted).
     pub(crate) fn forget(&self, key: &[u8]) {
-        let mut w = lock(&self.writer);
-        if let Some(old) = w.pending.remove(key) {
-            w.pending_bytes -= u64::from(old.len);
-        }
+        lock(&self.pending).remove_if(key, None);
     }
 
-    /// The pack new blocks go to, or would go to if none is open yet: it and later ones are not compacted.
+    /// The pack new blocks go to, or would go to if none is open yet.
     pub(crate) fn current(&self) -> u32 {
         let w = lock(&self.writer);
         w.current.as_ref().map_or(w.next_id, |(id, _)| *id)
@@ -476,29 +547,27 @@ impl Packs {
         // is written once the wait is over.
         let (unrecorded, seq) = {
             let mut w = lock(&self.writer);
-            if let Err(source) = self.submit(&mut w) {
-                return Err(SyncError::Durable { path: self.dir.clone(), source });
-            }
+            let durable = |source| SyncError::Durable { path: self.dir.clone(), source };
+            lock(&self.pending).check().map_err(durable)?;
+            self.submit(&mut w, true).map_err(durable)?;
             let mut files = std::mem::take(&mut w.closed);
             files.extend(w.current.clone());
-            let entries: Vec<(Vec<u8>, Location)> = w.pending.iter().map(|(k, l)| (k.clone(), *l)).collect();
+            let entries: Vec<(Vec<u8>, Location)> =
+                lock(&self.pending).locations.iter().map(|(k, l)| (k.clone(), *l)).collect();
             (Unrecorded { entries, files, new_files: std::mem::take(&mut w.new_files) }, w.seq)
         };
         if unrecorded.entries.is_empty() && !unrecorded.new_files {
             return Ok(());
         }
-        self.wait_written(seq);
-        if let Err((path, source)) = self.make_durable(&unrecorded) {
-            self.lose(&unrecorded);
+        let written = self.wait_written(seq).map_err(|e| (self.dir.clone(), e));
+        if let Err((path, source)) = written.and_then(|()| self.make_durable(&unrecorded)) {
+            self.lose(&unrecorded, &source);
             return Err(SyncError::Durable { path, source });
         }
         record(&unrecorded.entries).map_err(SyncError::Record)?;
-        let mut w = lock(&self.writer);
+        let mut pending = lock(&self.pending);
         for (key, location) in &unrecorded.entries {
-            if w.pending.get(key) == Some(location) {
-                w.pending.remove(key);
-                w.pending_bytes -= u64::from(location.len);
-            }
+            pending.remove_if(key, Some(location));
         }
         Ok(())
     }
@@ -517,19 +586,23 @@ impl Packs {
     }
 
     /// After a failed sync the bytes of the unsynced packs may never reach the disk (Linux marks the pages
-    /// clean all the same): their blocks are dropped, to be written again by whoever stores them next, and new
-    /// blocks go to a new pack.
-    fn lose(&self, unrecorded: &Unrecorded) {
+    /// clean all the same): their blocks are dropped, new blocks would go to a new pack, and every later sync
+    /// and append fails, since whoever stored the lost blocks may sync later and must not be told they are
+    /// safe.
+    fn lose(&self, unrecorded: &Unrecorded, cause: &io::Error) {
         let mut w = lock(&self.writer);
-        let lost: Vec<u32> = unrecorded.files.iter().map(|(id, _)| *id).collect();
-        let before = w.pending.len();
-        w.pending.retain(|_, l| !lost.contains(&l.pack));
-        w.pending_bytes = w.pending.values().map(|l| u64::from(l.len)).sum();
         w.broken = true;
         w.new_files |= unrecorded.new_files;
+        let lost: Vec<u32> = unrecorded.files.iter().map(|(id, _)| *id).collect();
+        let mut pending = lock(&self.pending);
+        let before = pending.locations.len();
+        pending.locations.retain(|_, l| !lost.contains(&l.pack));
+        pending.bytes = pending.locations.values().map(|l| u64::from(l.len)).sum();
+        pending.lost.get_or_insert_with(|| (cause.kind(), cause.to_string()));
         tracing::error!(
-            lost = before - w.pending.len(),
-            "syncing block packs failed; their unsynced blocks are dropped"
+            lost = before - pending.locations.len(),
+            error = %cause,
+            "syncing block packs failed; their unsynced blocks are lost and the store takes no more blocks until it is reopened"
         );
     }
 
@@ -704,9 +777,13 @@ mod tests {
                     (0..len).map(|j| (j as u32 ^ i.wrapping_mul(2_654_435_761)) as u8).collect()
                 })
                 .collect();
+            // Where each block must land: right after the one before, or on the next page after a sync.
+            let mut expected = 0u64;
             for (i, block) in blocks.iter().enumerate() {
                 let key = i.to_be_bytes();
                 packs.append(&key, &[&block[..7], &block[7..]]).expect("append");
+                assert_eq!(packs.pending(&key).map(|l| l.offset), Some(expected), "block {i}, direct {direct}");
+                expected += block.len() as u64;
                 if i % 7 == 3 {
                     // A fresh block read back sends its stage out early, its last page padded.
                     let location = packs.pending(&key).expect("pending");
@@ -714,6 +791,7 @@ mod tests {
                 }
                 if i == 20 {
                     packs.sync(record_into(&index)).expect("sync");
+                    expected = expected.next_multiple_of(ALIGN as u64);
                 }
             }
             packs.sync(record_into(&index)).expect("sync");
@@ -724,6 +802,60 @@ mod tests {
                 assert_eq!(&packs.read(&location, false).expect("read"), block, "block {i}, direct {direct}");
             }
         }
+    }
+
+    #[test]
+    fn a_sync_seals_its_last_page_so_recorded_bytes_are_never_written_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = Mutex::new(HashMap::new());
+        let packs = Packs::open(dir.path(), true, false).expect("open");
+        packs.append(b"a", &[&[1u8; 70_001]]).expect("append");
+        packs.sync(record_into(&index)).expect("sync");
+        packs.append(b"b", &[&[2u8; 70_000]]).expect("append");
+        let b = packs.pending(b"b").expect("pending");
+        assert_eq!(b.offset, 70_001u64.next_multiple_of(ALIGN as u64), "b starts on the page after a's tail");
+        packs.sync(record_into(&index)).expect("sync");
+        let a = lock(&index)[&b"a"[..]];
+        assert_eq!(packs.read(&a, false).expect("read a"), vec![1u8; 70_001]);
+        assert_eq!(packs.read(&b, false).expect("read b"), vec![2u8; 70_000]);
+    }
+
+    #[test]
+    fn stages_all_come_back_whatever_closes_or_syncs_the_packs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = Mutex::new(HashMap::new());
+        let packs = Packs::open(dir.path(), true, false).expect("open");
+        for round in 0..12u32 {
+            packs.append(&round.to_be_bytes(), &[&vec![round as u8; 100_000 + round as usize]]).expect("append");
+            if round % 3 == 0 {
+                packs.close_current().expect("close");
+            }
+            let location = packs.pending(&round.to_be_bytes()).expect("pending");
+            assert_eq!(packs.read(&location, true).expect("fresh read").len(), 100_000 + round as usize);
+            packs.sync(record_into(&index)).expect("sync");
+            let w = lock(&packs.writer);
+            let free = lock(&packs.shared.written).free.len();
+            assert!(w.stages <= STAGES, "round {round}: {} stages", w.stages);
+            assert_eq!(free + usize::from(w.stage.is_some()), w.stages, "round {round}: a stage went missing");
+        }
+    }
+
+    #[test]
+    fn a_failed_write_loses_its_blocks_and_the_store_takes_no_more() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = Mutex::new(HashMap::new());
+        let packs = Packs::open(dir.path(), true, false).expect("open");
+        packs.append(b"k", &[&[5u8; 90_000]]).expect("append");
+        let pack = packs.pending(b"k").expect("pending").pack;
+        // What the writing thread records when the disk refuses a stage.
+        lock(&packs.shared.written).failed.insert(pack, io::Error::other("disk on fire"));
+        let failed = packs.sync(record_into(&index));
+        assert!(matches!(failed, Err(SyncError::Durable { .. })), "the sync reports the failed write");
+        assert!(lock(&index).is_empty(), "nothing is recorded");
+        assert_eq!(packs.pending(b"k"), None, "the lost block is not served either");
+        let again = packs.append(b"other", &[&[6u8; 90_000]]).expect_err("appends after a loss are refused");
+        assert!(again.to_string().contains("disk on fire"), "{again}");
+        assert!(packs.sync(record_into(&index)).is_err(), "a later sync must not report success");
     }
 
     #[test]

@@ -461,12 +461,21 @@ impl BlockStore {
         &self,
         mut visit: impl FnMut(Multihash, &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_BLOCKS)?);
+        self.scan_blocks(CF_BLOCKS, |mh, _, value| visit(mh, value))
+    }
+
+    /// Visits every record of a column family keyed by multihash, in key order.
+    fn scan_blocks<E: From<StoreError>>(
+        &self,
+        cf: &'static str,
+        mut visit: impl FnMut(Multihash, &[u8], &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut it = self.db.raw_iterator_cf(self.cf(cf)?);
         it.seek_to_first();
         while it.valid() {
             let (Some(key), Some(value)) = (it.key(), it.value()) else { break };
             let mh = Multihash::from_bytes(key).map_err(|_| StoreError::BadKey { key: hex(key) })?;
-            visit(mh, value)?;
+            visit(mh, key, value)?;
             it.next();
         }
         it.status().map_err(StoreError::Scan)?;
@@ -487,17 +496,10 @@ impl BlockStore {
         &self,
         mut visit: impl FnMut(Multihash, Location) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_PACKED)?);
-        it.seek_to_first();
-        while it.valid() {
-            let (Some(key), Some(value)) = (it.key(), it.value()) else { break };
-            let mh = Multihash::from_bytes(key).map_err(|_| StoreError::BadKey { key: hex(key) })?;
+        self.scan_blocks(CF_PACKED, |mh, key, value| {
             let location = Location::decode(value).ok_or_else(|| StoreError::BadLocation { key: hex(key) })?;
-            visit(mh, location)?;
-            it.next();
-        }
-        it.status().map_err(StoreError::Scan)?;
-        Ok(())
+            visit(mh, location)
+        })
     }
 
     /// All stored multihashes.
@@ -699,10 +701,10 @@ impl BlockStore {
     /// that fails its checksum is left as it is.
     fn compact_packs(&self) -> Result<(), StoreError> {
         let index = self.packs.lock_index();
-        // The pack being written is closed first, so that it can be compacted too.
-        self.packs.close_current().map_err(|e| self.pack_error(self.packs.current(), e))?;
+        // The pack being written is closed first, so that it can be compacted too. Packs from `current` on
+        // are written after this point (by others, or by the moves below) and left alone.
+        let current = self.packs.close_current().map_err(|e| self.pack_error(self.packs.current(), e))?;
         self.sync_packs_locked(&index)?;
-        let current = self.packs.current();
         let mut live: HashMap<u32, u64> = HashMap::new();
         self.scan_locations::<StoreError>(|_, location| {
             *live.entry(location.pack).or_default() += u64::from(location.len);
