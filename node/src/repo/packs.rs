@@ -717,6 +717,13 @@ pub(crate) fn plan(live: &HashMap<u32, u64>, on_disk: &[(u32, u64)], current: u3
 mod tests {
     use super::*;
 
+    /// A fresh directory of packs (buffered writes), and an in-memory index to record their locations in.
+    fn fresh() -> (tempfile::TempDir, Mutex<HashMap<Vec<u8>, Location>>, Packs) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let packs = Packs::open(dir.path(), true, false).expect("open");
+        (dir, Mutex::new(HashMap::new()), packs)
+    }
+
     fn record_into(
         index: &Mutex<HashMap<Vec<u8>, Location>>,
     ) -> impl FnOnce(&[(Vec<u8>, Location)]) -> io::Result<()> + '_ {
@@ -742,9 +749,7 @@ mod tests {
 
     #[test]
     fn blocks_read_back_before_and_after_a_sync_and_a_reopen_starts_a_new_pack() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let index = Mutex::new(HashMap::new());
-        let packs = Packs::open(dir.path(), true, false).expect("open");
+        let (dir, index, packs) = fresh();
         let a = vec![1u8; 100_000];
         let b = vec![2u8; 70_000];
         packs.append(b"a", &[&a]).expect("append");
@@ -806,9 +811,7 @@ mod tests {
 
     #[test]
     fn a_sync_seals_its_last_page_so_recorded_bytes_are_never_written_again() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let index = Mutex::new(HashMap::new());
-        let packs = Packs::open(dir.path(), true, false).expect("open");
+        let (_dir, index, packs) = fresh();
         packs.append(b"a", &[&[1u8; 70_001]]).expect("append");
         packs.sync(record_into(&index)).expect("sync");
         packs.append(b"b", &[&[2u8; 70_000]]).expect("append");
@@ -822,9 +825,7 @@ mod tests {
 
     #[test]
     fn stages_all_come_back_whatever_closes_or_syncs_the_packs() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let index = Mutex::new(HashMap::new());
-        let packs = Packs::open(dir.path(), true, false).expect("open");
+        let (_dir, index, packs) = fresh();
         for round in 0..12u32 {
             packs.append(&round.to_be_bytes(), &[&vec![round as u8; 100_000 + round as usize]]).expect("append");
             if round % 3 == 0 {
@@ -842,9 +843,7 @@ mod tests {
 
     #[test]
     fn a_failed_write_loses_its_blocks_and_the_store_takes_no_more() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let index = Mutex::new(HashMap::new());
-        let packs = Packs::open(dir.path(), true, false).expect("open");
+        let (_dir, index, packs) = fresh();
         packs.append(b"k", &[&[5u8; 90_000]]).expect("append");
         let pack = packs.pending(b"k").expect("pending").pack;
         // What the writing thread records when the disk refuses a stage.
@@ -860,9 +859,7 @@ mod tests {
 
     #[test]
     fn a_flipped_byte_is_caught_on_read() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let index = Mutex::new(HashMap::new());
-        let packs = Packs::open(dir.path(), true, false).expect("open");
+        let (_dir, index, packs) = fresh();
         packs.append(b"k", &[&[9u8; 80_000]]).expect("append");
         packs.sync(record_into(&index)).expect("sync");
         let l = lock(&index).get(&b"k"[..]).copied().expect("recorded");
@@ -877,8 +874,7 @@ mod tests {
 
     #[test]
     fn a_failed_record_keeps_blocks_pending_for_the_next_sync() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let packs = Packs::open(dir.path(), true, false).expect("open");
+        let (_dir, _, packs) = fresh();
         packs.append(b"k", &[&[3u8; 70_000]]).expect("append");
         let failed = packs.sync(|_| Err(io::Error::other("index write failed")));
         assert!(matches!(failed, Err(SyncError::Record(_))));
