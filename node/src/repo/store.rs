@@ -451,9 +451,31 @@ impl BlockStore {
     ) -> Result<(), E> {
         self.for_each_small(&mut visit)?;
         self.for_each_location::<E>(|mh, location| {
-            let data = self.packs.read_unchecked(&location).map_err(|e| self.pack_error(location.pack, e))?;
+            let data = match self.packs.read_unchecked(&location) {
+                Ok(data) => data,
+                // A `repo gc` running meanwhile moved the block to another pack, or deleted it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => match self.read_moved(&mh, location, e)? {
+                    Some(data) => data,
+                    None => return Ok(()),
+                },
+                Err(e) => return Err(self.pack_error(location.pack, e).into()),
+            };
             visit(mh, &data)
         })
+    }
+
+    /// The bytes of a packed block whose pack vanished under a scan: from where the index now says it is, or
+    /// `None` if it was deleted. `gone` is the error to report if the index still points at the vanished pack.
+    fn read_moved(&self, mh: &Multihash, old: Location, gone: std::io::Error) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = mh.to_bytes();
+        let Some(value) = self.db.get_pinned_cf(self.cf(CF_PACKED)?, &key).map_err(StoreError::Scan)? else {
+            return Ok(None);
+        };
+        let location = Location::decode(&value).ok_or_else(|| StoreError::BadLocation { key: hex(&key) })?;
+        if location == old {
+            return Err(self.pack_error(old.pack, gone));
+        }
+        self.packs.read_unchecked(&location).map(Some).map_err(|e| self.pack_error(location.pack, e))
     }
 
     /// Visits every block kept in RocksDB itself.
@@ -827,6 +849,35 @@ mod tests {
         for b in &deleted {
             assert!(!store.has(&b.cid).expect("has"));
         }
+    }
+
+    #[test]
+    fn a_scan_goes_on_when_a_gc_moves_or_deletes_blocks_under_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlockStore::open(dir.path(), true, true).expect("open");
+        let blocks: Vec<Block> =
+            (0..8u8).map(|i| CidParams::V0.block(btfs_chunker::block::RAW, vec![i; 256 * 1024])).collect();
+        store.put_many(blocks.iter()).expect("put");
+        store.sync_blocks().expect("sync");
+        let (kept, deleted) = blocks.split_at(4);
+        let mut seen = Vec::new();
+        let mut first = true;
+        // The scan's iterator still sees the locations from before the gc, in the pack the gc removes.
+        store
+            .for_each_block::<StoreError>(|mh, data| {
+                if std::mem::take(&mut first) {
+                    store.delete_many(deleted.iter().map(|b| b.cid.hash())).expect("delete");
+                    store.compact().expect("compact");
+                }
+                assert!(verify_block(&mh, data), "the bytes of {mh:?} do not match it");
+                seen.push(mh);
+                Ok(())
+            })
+            .expect("the scan survives the gc");
+        for b in kept {
+            assert!(seen.contains(b.cid.hash()), "a kept block was skipped");
+        }
+        assert!(seen.len() <= kept.len() + 1, "deleted blocks were visited: {}", seen.len());
     }
 
     #[test]
