@@ -52,28 +52,27 @@ impl FileParams {
     }
 
     /// `leaf` for a chunk borrowed from a larger buffer: copied once, into the block (a dag-pb leaf is encoded
-    /// straight from it).
+    /// straight from it, in one allocation).
     pub fn leaf_from_slice(&self, chunk: &[u8]) -> (Block, Link) {
-        let filesize = chunk.len() as u64;
-        let block = match self.leaf {
-            LeafKind::Raw => self.cids.block(RAW, chunk.to_vec()),
-            LeafKind::File | LeafKind::UnixfsRaw => {
-                let kind = if self.leaf == LeafKind::File { DataType::File } else { DataType::Raw };
-                self.cids.block(dagpb::CODEC, encode_leaf_node(kind, chunk))
-            }
-        };
-        Self::link(filesize, block)
+        let (codec, frame) = self.frame(chunk.len());
+        let data = [&frame.head[..], chunk, &frame.tail].concat();
+        Self::link(chunk.len() as u64, self.cids.block(codec, data))
+    }
+
+    /// The codec of a leaf over `len` bytes, and the bytes around them (none for raw leaves).
+    fn frame(&self, len: usize) -> (u64, LeafFrame) {
+        match self.leaf {
+            LeafKind::Raw => (RAW, LeafFrame { head: Vec::new(), tail: Vec::new() }),
+            LeafKind::File => (dagpb::CODEC, leaf_frame(DataType::File, len)),
+            LeafKind::UnixfsRaw => (dagpb::CODEC, leaf_frame(DataType::Raw, len)),
+        }
     }
 
     /// A leaf over a chunk borrowed from a larger buffer, without copying the chunk: the block is
     /// `frame.head`, the chunk, then `frame.tail` (both empty for raw leaves). For stores that take a block
     /// in parts (`BlockStore::put_parts`).
     pub fn leaf_parts(&self, chunk: &[u8]) -> (LeafFrame, Link) {
-        let (codec, frame) = match self.leaf {
-            LeafKind::Raw => (RAW, LeafFrame { head: Vec::new(), tail: Vec::new() }),
-            LeafKind::File => (dagpb::CODEC, leaf_frame(DataType::File, chunk.len())),
-            LeafKind::UnixfsRaw => (dagpb::CODEC, leaf_frame(DataType::Raw, chunk.len())),
-        };
+        let (codec, frame) = self.frame(chunk.len());
         let cid = self.cids.cid_of_parts(codec, &[&frame.head, chunk, &frame.tail]);
         let tsize = (frame.head.len() + chunk.len() + frame.tail.len()) as u64;
         (frame, Link { cid, tsize, filesize: chunk.len() as u64 })
@@ -127,16 +126,6 @@ fn leaf_frame(kind: DataType, len: usize) -> LeafFrame {
     tail.push(0x18);
     encode(len64, &mut tail);
     LeafFrame { head, tail }
-}
-
-/// Encodes a dag-pb leaf over `chunk` in one allocation (the hot path of every non-raw-leaf import).
-fn encode_leaf_node(kind: DataType, chunk: &[u8]) -> Vec<u8> {
-    let frame = leaf_frame(kind, chunk.len());
-    let mut out = Vec::with_capacity(frame.head.len() + chunk.len() + frame.tail.len());
-    out.extend_from_slice(&frame.head);
-    out.extend_from_slice(chunk);
-    out.extend_from_slice(&frame.tail);
-    out
 }
 
 /// Builds one file's DAG from its leaves, in order.
@@ -318,7 +307,7 @@ mod tests {
     }
 
     #[test]
-    fn one_pass_leaf_equals_two_message_encoding() {
+    fn leaf_frame_equals_two_message_encoding() {
         for kind in [DataType::File, DataType::Raw] {
             for len in [0usize, 1, 127, 128, 300, 70_000] {
                 let chunk = vec![7u8; len];
@@ -326,7 +315,8 @@ mod tests {
                 data.filesize = Some(len as u64);
                 data.data = Some(chunk.clone());
                 let node = PbNode { links: Vec::new(), data: Some(data.encode()) };
-                assert_eq!(encode_leaf_node(kind, &chunk), node.encode(), "{kind:?} {len}");
+                let frame = leaf_frame(kind, len);
+                assert_eq!([&frame.head[..], &chunk, &frame.tail].concat(), node.encode(), "{kind:?} {len}");
             }
         }
     }

@@ -69,8 +69,13 @@ impl HashFunction {
         code.digest(data)
     }
 
-    /// `digest` of the concatenation of `parts`; sha2-256 streams over them, the others join them first.
+    /// `digest` of the concatenation of `parts`; sha2-256 streams over them, the others join them first
+    /// unless only one part has bytes (a raw leaf).
     pub fn digest_parts(self, parts: &[&[u8]]) -> Multihash {
+        let mut filled = parts.iter().filter(|p| !p.is_empty());
+        if let (Some(only), None) = (filled.next(), filled.next()) {
+            return self.digest(only);
+        }
         if self == Self::Sha2_256 {
             use sha2::Digest;
             let mut hasher = sha2::Sha256::new();

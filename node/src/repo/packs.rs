@@ -482,11 +482,16 @@ impl Packs {
         lock(&self.shared.written).failed.get(&pack).map(|e| io::Error::new(e.kind(), e.to_string()))
     }
 
-    /// Sends whatever is staged to disk and waits until it, and everything before it, is written.
-    fn settle(&self) -> io::Result<()> {
+    /// Waits until the block at `location` is on disk. Only a block that reaches into the stage being filled
+    /// sends that stage early (a padded write); the others are in stages already handed over.
+    fn settle(&self, location: &Location) -> io::Result<()> {
         let seq = {
             let mut w = lock(&self.writer);
-            self.submit(&mut w, false)?;
+            let staged = w.current.as_ref().is_some_and(|(id, _)| *id == location.pack)
+                && location.offset + u64::from(location.len) > w.stage_offset;
+            if staged {
+                self.submit(&mut w, false)?;
+            }
             w.seq
         };
         self.wait_written(seq)
@@ -610,7 +615,7 @@ impl Packs {
     /// since the last sync (`fresh`) may still be staged: it is sent to disk first.
     pub(crate) fn read(&self, location: &Location, fresh: bool) -> io::Result<Vec<u8>> {
         if fresh {
-            self.settle()?;
+            self.settle(location)?;
             if let Some(e) = self.failure(location.pack) {
                 return Err(e);
             }
